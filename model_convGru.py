@@ -1,0 +1,5 @@
+"""model_convGru.py: the ConvGRU + FiLM world model. Not implemented yet: see issue #5."""
+import sys
+
+if __name__ == "__main__":
+    sys.exit("model_convGru.py is not implemented yet (issue #5).")
