@@ -152,7 +152,16 @@ def image_shift(a: np.ndarray, b: np.ndarray, upsample: int = 20) -> tuple[float
     kx = np.exp(2j * np.pi * np.fft.fftfreq(w)[:, None] * (px + offs)[None, :])
     fine = np.real(ky @ cross @ kx)
     jy, jx = np.unravel_index(int(np.argmax(fine)), fine.shape)
-    return float(px + offs[jx]), float(py + offs[jy])
+
+    def vertex(m: float, c: float, p: float) -> float:
+        # Offset of the parabola through three equally spaced samples from the middle one, in samples.
+        d = m - 2 * c + p
+        return float(np.clip((m - p) / (2 * d), -0.5, 0.5)) if d < 0 else 0.0
+
+    n = len(offs)
+    sx = vertex(fine[jy, jx - 1], fine[jy, jx], fine[jy, jx + 1]) if 0 < jx < n - 1 else 0.0
+    sy = vertex(fine[jy - 1, jx], fine[jy, jx], fine[jy + 1, jx]) if 0 < jy < n - 1 else 0.0
+    return float(px + offs[jx] + sx / upsample), float(py + offs[jy] + sy / upsample)
 
 
 def shifts(frames: np.ndarray) -> np.ndarray:

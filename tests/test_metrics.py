@@ -90,7 +90,8 @@ def test_sub_pixel_shift(texture, sx, sy):
     a = crop(texture, 100, 100)
     b = crop(fourier_shift(texture, sx, sy), 100, 100)
     dx, dy = M.image_shift(a, b)
-    assert dx == pytest.approx(sx, abs=0.08) and dy == pytest.approx(sy, abs=0.08)
+    # Vertical is less precise: 72 rows, of which a shifted frame replaces a larger fraction.
+    assert dx == pytest.approx(sx, abs=0.05) and dy == pytest.approx(sy, abs=0.15)
 
 
 def test_turning_right_is_a_positive_yaw_response(texture):
