@@ -1,5 +1,503 @@
-"""model_convGru.py: the ConvGRU + FiLM world model. Not implemented yet: see issue #5."""
-import sys
+"""The ConvGRU + FiLM world model: modules only, no training logic.
 
-if __name__ == "__main__":
-    sys.exit("model_convGru.py is not implemented yet (issue #5).")
+One frame of VQ-VAE tokens [B, h, w] and one encoded action [B, 15] go in, logits over the codebook for
+the NEXT frame [B, K, h, w] come out, and the recurrent state is passed in and returned explicitly:
+
+    state = model.init_state(batch_size, device)
+    logits, state = model.step(tokens_t, action_t, state)      # logits predict frame t+1
+
+The same `step()` serves training, inference and live play; `forward_sequence` (teacher forcing) gives the
+same result as unrolling `step` (it only batches the work that does not depend on the recurrence).
+
+Lessons of the earlier iteration built in (../shared/reference/project-ochre-changelog.md):
+- FiLM is applied to each GRU layer's *input* before the GRU (v4.2), never to the recurrent state, and its
+  gamma/beta are bounded with a smooth clamp (v4.11), so long unrolls with extreme actions stay bounded;
+  the GRU state itself is a convex mix of the old state and a tanh, so |h| <= 1 always.
+- Camera (yaw/pitch bins) and movement (keys) have separate FiLM pathways (v6.1).
+- Codebook size and token grid come from the VQ-VAE (v4.3, v4.4.1): `check_vqvae_compat` refuses a
+  mismatch, naming the file.
+- The temporal-attention memory is part of the explicit state (v6.1 review fix), with a relative
+  attention-logit bias instead of additive position embeddings.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from actions import CAMERA_SLICE, ENC_DIM, KEYS_SLICE, PITCH_SLICE, YAW_SLICE
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass
+class ModelArchConfig:
+    """Architecture hyper-parameters a user chooses (train.py exposes them as --key value)."""
+
+    embed_dim: int = 64
+    """Channels of the token embedding fed to the first GRU layer."""
+    hidden_dim: int = 96
+    """Channels of every ConvGRU hidden state."""
+    num_layers: int = 2
+    """Number of stacked ConvGRU cells; a residual connection spans every 2 layers."""
+    kernel_size: int = 5
+    """Spatial kernel of the GRU convolutions (odd)."""
+    separable: bool = True
+    """Depthwise-separable GRU convolutions (depthwise kxk + fused 1x1): ~k*k times cheaper, for CPU play."""
+    film_hidden: int = 64
+    """Width of each FiLM MLP (one for the camera bins, one for the movement keys)."""
+    film_clamp: float = 2.0
+    """Bound on every FiLM gamma and beta (smooth clamp c*tanh(x/c)); the input scale is 1+gamma."""
+    head_dim: int = 64
+    """Rank of the factorised output head (hidden -> head_dim -> K logits); 0 = a full 1x1 conv to K."""
+    attn_ctx: int = 4
+    """Recent pooled hidden states the causal temporal attention looks at (0 disables attention)."""
+    attn_dim: int = 32
+    """Query/key/value width of the temporal attention."""
+    attn_heads: int = 2
+    """Heads of the temporal attention (attn_dim must divide by it)."""
+    attn_pool: tuple[int, int] = (3, 4)
+    """Grid each hidden state is average-pooled to before it enters the attention memory (rows, cols)."""
+    idm_max_span: int = 5
+    """Largest span k of the inverse-dynamics head (predicts the actions between h[t-k] and h[t])."""
+    idm_hidden: int = 128
+    """Width of the inverse-dynamics MLP."""
+    init_from_codebook: bool = True
+    """Initialise the token embedding and the output embedding from the VQ-VAE codebook."""
+
+
+@dataclass
+class WorldModelConfig(ModelArchConfig):
+    """Full model config: the architecture plus the facts that come from the VQ-VAE checkpoint."""
+
+    codebook_size: int = 1024
+    """K, the VQ-VAE codebook size (read from the VQ-VAE, never chosen by hand)."""
+    code_dim: int = 64
+    """D, the VQ-VAE code vector width (used to initialise embeddings from the codebook)."""
+    grid_h: int = 18
+    """Token grid rows (from the VQ-VAE)."""
+    grid_w: int = 32
+    """Token grid columns (from the VQ-VAE)."""
+    action_dim: int = ENC_DIM
+    """Width of the encoded action (actions.ENC_DIM)."""
+
+    def __post_init__(self) -> None:
+        if self.kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        if self.num_layers < 1:
+            raise ValueError("num_layers must be >= 1")
+        if self.attn_ctx > 0 and self.attn_dim % self.attn_heads:
+            raise ValueError(f"attn_dim {self.attn_dim} must divide by attn_heads {self.attn_heads}")
+        if self.action_dim != ENC_DIM:
+            raise ValueError(f"action_dim must be {ENC_DIM} (actions.ENC_DIM), got {self.action_dim}")
+        self.attn_pool = tuple(self.attn_pool)  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["attn_pool"] = list(self.attn_pool)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "WorldModelConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown WorldModelConfig keys {sorted(unknown)}")
+        kw = dict(d)
+        if "attn_pool" in kw:
+            kw["attn_pool"] = tuple(kw["attn_pool"])
+        return cls(**kw)
+
+    @classmethod
+    def from_arch(cls, arch: Any, *, codebook_size: int, code_dim: int, grid: tuple[int, int]
+                  ) -> "WorldModelConfig":
+        """Architecture fields taken from any object that has them (e.g. train.py's TrainConfig)."""
+        kw = {f.name: getattr(arch, f.name) for f in fields(ModelArchConfig)}
+        return cls(**kw, codebook_size=int(codebook_size), code_dim=int(code_dim),
+                   grid_h=int(grid[0]), grid_w=int(grid[1]))
+
+
+class VQVAEMismatchError(ValueError):
+    """A world model and a VQ-VAE (or token shards) that do not fit together."""
+
+
+def check_vqvae_compat(cfg: WorldModelConfig, vqvae: Any, vqvae_path: str, what: str = "world model"
+                       ) -> None:
+    """Raise VQVAEMismatchError naming `vqvae_path` if its codebook size or grid differs from `cfg`."""
+    k = int(vqvae.codebook_size)
+    grid = tuple(int(g) for g in vqvae.grid)
+    problems = []
+    if k != cfg.codebook_size:
+        problems.append(f"codebook size {k} != {cfg.codebook_size}")
+    if grid != (cfg.grid_h, cfg.grid_w):
+        problems.append(f"token grid {grid[0]}x{grid[1]} != {cfg.grid_h}x{cfg.grid_w}")
+    if problems:
+        raise VQVAEMismatchError(f"{vqvae_path}: VQ-VAE does not match the {what} ("
+                                 + "; ".join(problems) + ")")
+
+
+def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """bound * tanh(x / bound): identity near 0, never beyond +-bound, gradient never exactly zero."""
+    return bound * torch.tanh(x / bound)
+
+
+class ActionFiLM(nn.Module):
+    """Per-layer gamma/beta from the action, with separate camera and movement pathways.
+
+    Each pathway is its own MLP, so movement gradients do not compete with the (much stronger) camera
+    gradients for the same weights (v6.1). Their contributions are summed, then clamped."""
+
+    def __init__(self, channels: list[int], hidden: int, clamp: float) -> None:
+        super().__init__()
+        self.channels = list(channels)
+        out = 2 * sum(self.channels)
+        cam_in = CAMERA_SLICE.stop - CAMERA_SLICE.start
+        move_in = KEYS_SLICE.stop - KEYS_SLICE.start
+        self.camera = nn.Sequential(nn.Linear(cam_in, hidden), nn.SiLU(), nn.Linear(hidden, out))
+        self.movement = nn.Sequential(nn.Linear(move_in, hidden), nn.SiLU(), nn.Linear(hidden, out))
+        self.clamp = float(clamp)
+        # Start as the identity modulation; the action must earn its influence, which keeps early training
+        # stable, but the last layer is not zero so gradients reach the first layer from step one.
+        for mlp in (self.camera, self.movement):
+            nn.init.normal_(mlp[-1].weight, std=1e-3)
+            nn.init.zeros_(mlp[-1].bias)
+
+    def forward(self, action: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """action [..., 15] -> per layer (gamma, beta), each [..., C_l]."""
+        raw = self.camera(action[..., CAMERA_SLICE]) + self.movement(action[..., KEYS_SLICE])
+        raw = soft_clamp(raw, self.clamp)
+        out = []
+        i = 0
+        for c in self.channels:
+            out.append((raw[..., i:i + c], raw[..., i + c:i + 2 * c]))
+            i += 2 * c
+        return out
+
+
+def apply_film(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """x [B, C, h, w] scaled by (1 + gamma) and shifted by beta, both [B, C]."""
+    return x * (1.0 + gamma[:, :, None, None]) + beta[:, :, None, None]
+
+
+class ConvGRUCell(nn.Module):
+    """ConvGRU with fused z/r gates. The input part of all three gates is one conv (`x_proj`, which can be
+    precomputed for a whole sequence), the hidden part of z and r one conv (`h_gates`), and the candidate's
+    hidden part acts on r*h (`h_cand`). With `separable`, every kxk conv is depthwise kxk then 1x1."""
+
+    def __init__(self, cin: int, hidden: int, k: int, separable: bool) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.x_proj = self._conv(cin, 3 * hidden, k, separable, bias=True)
+        self.h_gates = self._conv(hidden, 2 * hidden, k, separable, bias=False)
+        self.h_cand = self._conv(hidden, hidden, k, separable, bias=False)
+        # Bias the update gate towards keeping the state (z small) so the state starts as a slow memory.
+        with torch.no_grad():
+            last = self.x_proj[-1] if isinstance(self.x_proj, nn.Sequential) else self.x_proj
+            last.bias[:hidden].fill_(-1.0)
+
+    @staticmethod
+    def _conv(cin: int, cout: int, k: int, separable: bool, bias: bool) -> nn.Module:
+        if separable:
+            return nn.Sequential(nn.Conv2d(cin, cin, k, padding=k // 2, groups=cin, bias=False),
+                                 nn.Conv2d(cin, cout, 1, bias=bias))
+        return nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias)
+
+    def forward(self, xp: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """xp = x_proj(input) [B, 3H, h, w], h [B, H, h, w] -> new h. |h| <= 1 if it was before."""
+        xz, xr, xc = xp.split(self.hidden, dim=1)
+        hz, hr = self.h_gates(h).split(self.hidden, dim=1)
+        z = torch.sigmoid(xz + hz)
+        r = torch.sigmoid(xr + hr)
+        c = torch.tanh(xc + self.h_cand(r * h))
+        return torch.lerp(h, c, z)
+
+
+class TemporalAttention(nn.Module):
+    """Causal attention from every position of the current top hidden state to the pooled hidden states of
+    the last `ctx` steps (current included). The memory is a fixed-size FIFO carried in the state, so cost
+    and memory are constant per step. Position in time enters only as a learned per-head bias on the
+    attention logits (relative to the current step), never added to the values (v6.1)."""
+
+    def __init__(self, hidden: int, dim: int, heads: int, ctx: int, pool: tuple[int, int]) -> None:
+        super().__init__()
+        self.ctx, self.heads, self.dim, self.pool = ctx, heads, dim, tuple(pool)
+        self.norm = nn.GroupNorm(1, hidden)
+        self.q = nn.Conv2d(hidden, dim, 1)
+        self.kv = nn.Linear(hidden, 2 * dim)
+        self.out = nn.Conv2d(dim, hidden, 1)
+        # Near-zero output: the attention starts close to the identity and is learned in as it becomes
+        # useful; not exactly zero, so its query/key/value weights get gradients from the first step.
+        nn.init.normal_(self.out.weight, std=1e-3)
+        nn.init.zeros_(self.out.bias)
+        self.age_bias = nn.Parameter(torch.zeros(heads, ctx))
+
+    @property
+    def tokens(self) -> int:
+        return self.pool[0] * self.pool[1]
+
+    def forward(self, h: torch.Tensor, mem_kv: torch.Tensor, mem_valid: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """h [B, H, gh, gw]; mem_kv [B, ctx, P, 2*dim]; mem_valid [B, ctx] (1 = filled).
+        Returns (h + attention, new mem_kv, new mem_valid)."""
+        b, _, gh, gw = h.shape
+        hn = self.norm(h)
+        pooled = F.adaptive_avg_pool2d(hn, self.pool).flatten(2).transpose(1, 2)  # [B, P, H]
+        cur = self.kv(pooled)  # [B, P, 2*dim]
+        mem_kv = torch.cat([mem_kv[:, 1:], cur[:, None].to(mem_kv.dtype)], dim=1)  # [B, ctx, P, 2*dim]
+        mem_valid = torch.cat([mem_valid[:, 1:], torch.ones_like(mem_valid[:, :1])], dim=1)
+        dh = self.dim // self.heads
+        p = self.tokens
+        k, v = mem_kv.to(h.dtype).split(self.dim, dim=-1)
+        k = k.reshape(b, self.ctx * p, self.heads, dh).transpose(1, 2)  # [B, heads, ctx*P, dh]
+        v = v.reshape(b, self.ctx * p, self.heads, dh).transpose(1, 2)  # [B, heads, ctx*P, dh]
+        q = self.q(hn).reshape(b, self.heads, dh, gh * gw).transpose(2, 3)  # [B, heads, N, dh]
+        # Oldest slot first: slot i has age ctx-1-i. Empty slots get -inf (the current slot is always full).
+        bias = self.age_bias.flip(-1).repeat_interleave(p, dim=-1)  # [heads, ctx*P]
+        invalid = (mem_valid <= 0).repeat_interleave(p, dim=-1)  # [B, ctx*P]
+        bias = bias[None].to(q.dtype).masked_fill(invalid[:, None], float("-inf"))  # [B, heads, ctx*P]
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, :, None, :])  # [B, heads, N, dh]
+        att = att.transpose(2, 3).reshape(b, self.dim, gh, gw)  # [B, dim, gh, gw]
+        return h + self.out(att), mem_kv, mem_valid
+
+
+class InverseDynamicsHead(nn.Module):
+    """Predicts the aggregate action between two hidden states h[t-k] and h[t] (k in 1..max_span).
+
+    A strided-conv compressor turns each hidden state into a vector (v6.1); a k embedding tells the MLP
+    the span. Output: 15 logits laid out like the encoding (yaw 5 bins, pitch 3 bins, 7 keys)."""
+
+    def __init__(self, hidden: int, width: int, max_span: int) -> None:
+        super().__init__()
+        c = max(16, hidden // 2)
+        self.compress = nn.Sequential(
+            nn.Conv2d(hidden, c, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(c, c, 3, stride=2, padding=1), nn.SiLU(),
+            nn.AdaptiveAvgPool2d((2, 4)), nn.Flatten())
+        feat = c * 8
+        self.max_span = max_span
+        self.span_embed = nn.Embedding(max_span + 1, width)
+        self.mlp = nn.Sequential(nn.Linear(2 * feat, width), nn.SiLU(), nn.Linear(width, width),
+                                 nn.SiLU(), nn.Linear(width, ENC_DIM))
+        self.feat_dim = feat
+
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        """h [N, H, gh, gw] -> [N, feat]."""
+        return self.compress(h)
+
+    def forward(self, f_prev: torch.Tensor, f_cur: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+        """Features [N, feat] of h[t-k] and h[t], span k [N] int64 -> logits [N, 15]."""
+        if (span < 1).any() or (span > self.max_span).any():
+            raise ValueError(f"IDM span must lie in 1..{self.max_span}")
+        x = self.mlp[0](torch.cat([f_prev, f_cur], dim=-1)) + self.span_embed(span)
+        for layer in self.mlp[1:]:
+            x = layer(x)
+        return x
+
+
+class WorldModel(nn.Module):
+    """Token embedding -> [FiLM(action) on the input -> ConvGRU] x L (residual every 2) -> optional temporal
+    attention -> factorised head over the codebook. See the module docstring for the API."""
+
+    def __init__(self, cfg: WorldModelConfig, codebook: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        k, e, hd = cfg.codebook_size, cfg.embed_dim, cfg.hidden_dim
+        self.embed = nn.Embedding(k, e)
+        ins = [e] + [hd] * (cfg.num_layers - 1)
+        self.film = ActionFiLM(ins, cfg.film_hidden, cfg.film_clamp)
+        self.in_norms = nn.ModuleList([nn.GroupNorm(1, c, affine=False) for c in ins])
+        self.cells = nn.ModuleList([ConvGRUCell(c, hd, cfg.kernel_size, cfg.separable) for c in ins])
+        # Residual from each pair's input to its output; the first pair's input may be narrower.
+        self.skip_proj = nn.Conv2d(e, hd, 1, bias=False) if e != hd and cfg.num_layers >= 2 else None
+        self.attn = (TemporalAttention(hd, cfg.attn_dim, cfg.attn_heads, cfg.attn_ctx, cfg.attn_pool)
+                     if cfg.attn_ctx > 0 else None)
+        if cfg.head_dim > 0:
+            self.head_proj = nn.Conv2d(hd, cfg.head_dim, 1)
+            self.out_embed = nn.Parameter(torch.randn(k, cfg.head_dim) / math.sqrt(cfg.head_dim))
+            self.out_bias = nn.Parameter(torch.zeros(k))
+        else:
+            self.head = nn.Conv2d(hd, k, 1)
+        self.idm = InverseDynamicsHead(hd, cfg.idm_hidden, cfg.idm_max_span)
+        if codebook is not None and cfg.init_from_codebook:
+            self.init_from_codebook(codebook)
+
+    # ------------------------------------------------------------------ set-up
+
+    @torch.no_grad()
+    def init_from_codebook(self, codebook: torch.Tensor) -> None:
+        """Copy the VQ-VAE codebook [K, D] into the token and output embeddings (projected to their width
+        by a fixed orthogonal map when D differs), scaled to unit RMS, so similar codes start similar."""
+        cb = codebook.detach().float().cpu()
+        if cb.shape[0] != self.cfg.codebook_size:
+            raise VQVAEMismatchError(f"codebook has {cb.shape[0]} codes, model expects "
+                                     f"{self.cfg.codebook_size}")
+        cb = cb - cb.mean(0, keepdim=True)
+        gen = torch.Generator().manual_seed(0)
+
+        def fit(width: int) -> torch.Tensor:
+            x = cb
+            if x.shape[1] != width:
+                proj = torch.linalg.qr(torch.randn(max(x.shape[1], width), max(x.shape[1], width),
+                                                   generator=gen))[0][:x.shape[1], :width]
+                x = x @ proj  # [K, D] @ [D, width] -> [K, width]
+            return x / x.pow(2).mean().sqrt().clamp_min(1e-8)
+
+        self.embed.weight.copy_(fit(self.cfg.embed_dim))
+        if self.cfg.head_dim > 0:
+            self.out_embed.copy_(fit(self.cfg.head_dim) / math.sqrt(self.cfg.head_dim))
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> State:
+        """A fresh recurrent state: zero hidden states and an empty attention memory."""
+        c = self.cfg
+        st: State = {f"h{i}": torch.zeros(batch_size, c.hidden_dim, c.grid_h, c.grid_w, device=device,
+                                          dtype=dtype) for i in range(c.num_layers)}
+        if self.attn is not None:
+            st["mem_kv"] = torch.zeros(batch_size, c.attn_ctx, self.attn.tokens, 2 * c.attn_dim,
+                                       device=device, dtype=dtype)
+            st["mem_valid"] = torch.zeros(batch_size, c.attn_ctx, device=device, dtype=dtype)
+        return st
+
+    @staticmethod
+    def detach_state(state: State) -> State:
+        return {k: v.detach() for k, v in state.items()}
+
+    def film_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the action pathway (they get their own learning-rate multiplier)."""
+        return list(self.film.parameters())
+
+    def top_hidden(self, state: State) -> torch.Tensor:
+        """The last GRU layer's hidden state [B, H, gh, gw] (what the IDM reads)."""
+        return state[f"h{self.cfg.num_layers - 1}"]
+
+    # ------------------------------------------------------------------ computation
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [..., gh, gw] int64 -> [..., E, gh, gw]."""
+        c = self.cfg
+        if tokens.shape[-2:] != (c.grid_h, c.grid_w):
+            raise ValueError(f"token grid {tuple(tokens.shape[-2:])} != model grid ({c.grid_h}, {c.grid_w})")
+        x = self.embed(tokens)  # [..., gh, gw, E]
+        return x.movedim(-1, -3)  # [..., E, gh, gw]
+
+    def film_params(self, action: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """action [..., 15] -> per layer (gamma, beta) [..., C_l] (for diagnostics as well)."""
+        return self.film(action)
+
+    def _layer0_proj(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        return self.cells[0].x_proj(apply_film(self.in_norms[0](x), gamma, beta))
+
+    def _core(self, xp0: torch.Tensor, x0: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]],
+              state: State) -> tuple[torch.Tensor, State]:
+        """One recurrent step given layer 0's precomputed input projection. Returns (logits, state)."""
+        new: State = {}
+        inp = x0
+        pair_in = x0 if self.skip_proj is None else self.skip_proj(x0)
+        out = x0
+        for i, cell in enumerate(self.cells):
+            xp = xp0 if i == 0 else cell.x_proj(apply_film(self.in_norms[i](inp), *film[i]))
+            h = cell(xp, state[f"h{i}"])
+            new[f"h{i}"] = h
+            out = h
+            if i % 2 == 1:
+                out = h + pair_in
+                pair_in = out
+            inp = out
+        feat = out
+        if self.attn is not None:
+            feat, new["mem_kv"], new["mem_valid"] = self.attn(feat, state["mem_kv"], state["mem_valid"])
+        return self.head_logits(feat), new
+
+    def head_logits(self, feat: torch.Tensor) -> torch.Tensor:
+        """feat [B, H, gh, gw] -> logits [B, K, gh, gw]."""
+        if self.cfg.head_dim <= 0:
+            return self.head(feat)
+        p = self.head_proj(feat)  # [B, D, gh, gw]
+        logits = torch.einsum("bdhw,kd->bhwk", p, self.out_embed.to(p.dtype)) + self.out_bias.to(p.dtype)
+        return logits.permute(0, 3, 1, 2)  # [B, K, gh, gw] (channels-last in memory)
+
+    def step(self, tokens: torch.Tensor, action: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """tokens [B, gh, gw] int64 (frame t), action [B, 15] (action t) -> (logits [B, K, gh, gw] for
+        frame t+1, new state)."""
+        return self.step_embedded(self.embed_tokens(tokens), action, state)
+
+    def step_embedded(self, x: torch.Tensor, action: torch.Tensor, state: State
+                      ) -> tuple[torch.Tensor, State]:
+        """Like step, from an already embedded frame x [B, E, gh, gw]."""
+        film = self.film_params(action)
+        return self._core(self._layer0_proj(x, *film[0]), x, film, state)
+
+    def forward_sequence(self, tokens: torch.Tensor, actions: torch.Tensor, state: State | None = None
+                         ) -> tuple[torch.Tensor, State]:
+        """Teacher forcing: tokens [B, T, gh, gw] (frames 0..T-1), actions [B, T, 15] -> (logits
+        [B, T, K, gh, gw], logits[:, t] predicting frame t+1; final state). Equal to unrolling step();
+        the embedding, FiLM and layer 0's input convolution run once for all T (v4.1)."""
+        b, t = tokens.shape[:2]
+        if actions.shape[:2] != (b, t):
+            raise ValueError(f"actions {tuple(actions.shape)} do not match tokens {tuple(tokens.shape)}")
+        if state is None:
+            state = self.init_state(b, tokens.device)
+        x = self.embed_tokens(tokens.flatten(0, 1))  # [B*T, E, gh, gw]
+        film = self.film_params(actions.flatten(0, 1))  # per layer ([B*T, C], [B*T, C])
+        xp0 = self._layer0_proj(x, *film[0])  # [B*T, 3H, gh, gw]
+        x = x.unflatten(0, (b, t))  # [B, T, E, gh, gw]
+        xp0 = xp0.unflatten(0, (b, t))  # [B, T, 3H, gh, gw]
+        film_bt = [(g.unflatten(0, (b, t)), be.unflatten(0, (b, t))) for g, be in film]  # [B, T, C]
+        outs = []
+        for i in range(t):
+            logits, state = self._core(xp0[:, i], x[:, i], [(g[:, i], be[:, i]) for g, be in film_bt], state)
+            outs.append(logits)
+        return torch.stack(outs, dim=1), state
+
+    def forward(self, tokens: torch.Tensor, action: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        return self.step(tokens, action, state)
+
+
+def count_step_flops(model: WorldModel, batch_size: int = 1) -> int:
+    """FLOPs of one model.step (inference, no IDM) counted by torch's FlopCounterMode (2 per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    tokens = torch.zeros(batch_size, model.cfg.grid_h, model.cfg.grid_w, dtype=torch.long, device=device)
+    action = torch.zeros(batch_size, ENC_DIM, device=device)
+    state = model.init_state(batch_size, device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.step(tokens, action, state)
+    return int(counter.get_total_flops())
+
+
+def analytic_step_flops(cfg: WorldModelConfig) -> int:
+    """FLOPs (2 per MAC) of one step per frame from the layer shapes: convolutions, head and attention.
+    Cross-checks count_step_flops, which does not see depthwise convs on every torch build."""
+    n = cfg.grid_h * cfg.grid_w
+    k2 = cfg.kernel_size ** 2
+    hd = cfg.hidden_dim
+    macs = 0
+
+    def conv(cin: int, cout: int) -> int:
+        return (k2 * cin + cin * cout) if cfg.separable else k2 * cin * cout
+
+    ins = [cfg.embed_dim] + [hd] * (cfg.num_layers - 1)
+    for c in ins:
+        macs += conv(c, 3 * hd) + conv(hd, 2 * hd) + conv(hd, hd)
+    if cfg.embed_dim != hd and cfg.num_layers >= 2:
+        macs += cfg.embed_dim * hd
+    if cfg.attn_ctx > 0:
+        macs += 2 * hd * cfg.attn_dim + 2 * cfg.attn_ctx * cfg.attn_pool[0] * cfg.attn_pool[1] * cfg.attn_dim
+    macs += (hd * cfg.head_dim + cfg.head_dim * cfg.codebook_size) if cfg.head_dim > 0 else hd * cfg.codebook_size
+    return 2 * macs * n
+
+
+def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Parameters split into 'film' (action pathway), 'dynamics' (GRU cells) and 'other', by name."""
+    groups: dict[str, list[nn.Parameter]] = {"film": [], "dynamics": [], "other": []}
+    for name, p in model.named_parameters():
+        key = "film" if ".film." in f".{name}" or name.startswith("film.") else (
+            "dynamics" if name.startswith("cells.") else "other")
+        groups[key].append(p)
+    return groups
