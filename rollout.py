@@ -1,0 +1,681 @@
+"""Loading, sampling and rollout shared by inference.py, live_inference.py and evaluate.py.
+
+Everything is loaded from checkpoints alone: the world model's weights-only export records its VQ-VAE (path
+and identity) and its ActionEncoding, so `load_bundle(model_ckpt)` needs nothing else; `--vqvae` overrides
+the recorded path, and any pair that cannot work together (codebook size, token grid, action schema, VQ-VAE
+identity) is refused with a message naming both files.
+
+Every frame is produced by the same `model.step(tokens, action, state)` the trainer unrolls:
+
+    bundle = load_bundle("checkpoints/world_model.pt")
+    ro = Rollout(bundle, Sampling("topk", temperature=0.9, top_k=8, seed=0))
+    ro.warmup(context.tokens, context.actions)   # C frames and the C-1 actions between them
+    for raw in actions:                          # raw actions [9] (actions.py)
+        ro.next(raw); frame = ro.frame()         # uint8 [72, 128, 3]
+
+Context specs (`load_context(spec, bundle, frames)`), for the scripts' --context:
+    shard:PATH.npz[:START]   C frames of a token shard from START (default 0) with their true actions;
+                             the rest of the episode gives the ground truth and the episode's own actions
+    video:PATH.mp4[:START]   C frames of a video, encoded with the VQ-VAE; a GameFactory metadata JSON
+                             (../metadata/<stem>.json or <stem>.json) supplies the actions, else no-ops
+    png:A.png[,B.png,...]    still frames (or a directory of *.png, sorted), encoded; no-op actions between
+    blockworld:SEED          a block-world start frame (spawn of World(SEED)), then C-1 no-op ticks from the
+                             simulator; the oracle renders the ground truth of any action sequence
+A bare path ending in .npz, .mp4 or .png (or a directory) is read as the matching kind.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from actions import ACTION_SCHEMA_VERSION, ENC_DIM, RAW_DIM, ActionEncoding, from_gamefactory, noop, validate_raw
+
+FRAME_W, FRAME_H = 128, 72
+SAMPLING_MODES = ("greedy", "temperature", "topk")
+
+
+class IncompatibleError(ValueError):
+    """A world model, VQ-VAE or context that cannot be used together; the message names the files."""
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; "cuda" without a GPU is an error."""
+    if isinstance(spec, torch.device):
+        return spec
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
+    return dev
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs that support it; fp32 elsewhere (P100 and CPU), where inference is exact."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so a wall-clock timing covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------- bundle
+
+
+@dataclass
+class Bundle:
+    """A world model and its VQ-VAE, checked compatible, on one device."""
+
+    model: torch.nn.Module
+    vqvae: torch.nn.Module
+    encoding: ActionEncoding
+    meta: dict[str, Any]
+    model_path: Path
+    vqvae_path: Path
+    vqvae_identity: str
+    device: torch.device
+    step_fn: Callable[..., Any] = field(repr=False, default=None)  # type: ignore[assignment]
+    """model.step, or its torch.compile'd version."""
+    decode_fn: Callable[..., Any] = field(repr=False, default=None)  # type: ignore[assignment]
+    """vqvae.decode_code, or its torch.compile'd version."""
+
+    def __post_init__(self) -> None:
+        self.step_fn = self.step_fn or self.model.step
+        self.decode_fn = self.decode_fn or self.vqvae.decode_code
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(int(x) for x in self.vqvae.grid)  # type: ignore[return-value]
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.vqvae.codebook_size)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of the VQ-VAE's frames."""
+        cfg = getattr(self.vqvae, "cfg", None)
+        return int(getattr(cfg, "frame_width", FRAME_W)), int(getattr(cfg, "frame_height", FRAME_H))
+
+
+def _meta_get(meta: Any, *keys: str) -> Any:
+    """meta[k1][k2]... tolerating attribute-style records; None where absent."""
+    cur = meta
+    for k in keys:
+        if cur is None:
+            return None
+        cur = cur.get(k) if isinstance(cur, dict) else getattr(cur, k, None)
+    return cur
+
+
+def recorded_vqvae(meta: Any) -> tuple[str | None, str | None]:
+    """(path, identity) of the VQ-VAE a world-model checkpoint records."""
+    path = _meta_get(meta, "vqvae", "path") or _meta_get(meta, "vqvae_path")
+    ident = _meta_get(meta, "vqvae", "identity") or _meta_get(meta, "vqvae_identity")
+    return (str(path) if path else None), (str(ident) if ident else None)
+
+
+def _resolve_recorded_path(recorded: str, model_ckpt: Path) -> Path:
+    """A recorded VQ-VAE path as written (relative to the working directory), else relative to the world
+    model checkpoint's folder, else the same file name beside it."""
+    p = Path(recorded)
+    for cand in (p, model_ckpt.parent / p, model_ckpt.parent / p.name):
+        if cand.is_file():
+            return cand
+    return p
+
+
+def _model_dims(model: torch.nn.Module) -> tuple[int | None, tuple[int, int] | None, int | None]:
+    cfg = getattr(model, "cfg", None) or getattr(model, "config", None)
+    k = _meta_get(cfg, "codebook_size")
+    gh, gw = _meta_get(cfg, "grid_h"), _meta_get(cfg, "grid_w")
+    a = _meta_get(cfg, "action_dim")
+    return (int(k) if k is not None else None, (int(gh), int(gw)) if gh is not None and gw is not None else None,
+            int(a) if a is not None else None)
+
+
+def check_compatible(model: torch.nn.Module, meta: Any, model_path: Path, vqvae: torch.nn.Module,
+                     vqvae_path: Path, vq_identity: str) -> None:
+    """Raise IncompatibleError naming both files if the pair cannot work together."""
+    pair = f"world model {model_path} and VQ-VAE {vqvae_path}"
+    k, grid, action_dim = _model_dims(model)
+    if k is not None and k != int(vqvae.codebook_size):
+        raise IncompatibleError(f"{pair} are incompatible: the world model predicts {k} codes but the "
+                                f"VQ-VAE's codebook has {vqvae.codebook_size}")
+    vgrid = tuple(int(x) for x in vqvae.grid)
+    if grid is not None and grid != vgrid:
+        raise IncompatibleError(f"{pair} are incompatible: token grid {grid[0]}x{grid[1]} (world model) vs "
+                                f"{vgrid[0]}x{vgrid[1]} (VQ-VAE)")
+    if action_dim is not None and action_dim != ENC_DIM:
+        raise IncompatibleError(f"{pair} are incompatible: the world model takes {action_dim}-d actions but "
+                                f"this code's action schema v{ACTION_SCHEMA_VERSION} encodes {ENC_DIM}")
+    schema = _meta_get(meta, "action_schema_version")
+    if schema is not None and int(schema) != ACTION_SCHEMA_VERSION:
+        raise IncompatibleError(f"{pair} are incompatible: the world model was trained with action schema "
+                                f"v{schema}, this code is v{ACTION_SCHEMA_VERSION}")
+    _, recorded_identity = recorded_vqvae(meta)
+    if recorded_identity and recorded_identity != vq_identity:
+        raise IncompatibleError(f"{pair} are incompatible: the world model was trained on tokens of VQ-VAE "
+                                f"identity {recorded_identity}, this VQ-VAE is {vq_identity}")
+
+
+def load_bundle(model_ckpt: str | Path, vqvae_override: str | Path | None = None,
+                device: str | torch.device = "auto", compile: bool = False) -> Bundle:
+    """Load a weights-only world model and the VQ-VAE it records (or `vqvae_override`), checked compatible."""
+    from vq_vae import load_vqvae, vqvae_identity
+    from world_model_io import load_world_model
+
+    dev = resolve_device(device)
+    model_path = Path(model_ckpt)
+    model, meta = load_world_model(model_path, device=dev)
+    recorded_path, _ = recorded_vqvae(meta)
+    if vqvae_override is not None:
+        vq_path = Path(vqvae_override)
+    elif recorded_path:
+        vq_path = _resolve_recorded_path(recorded_path, model_path)
+    else:
+        raise IncompatibleError(f"{model_path}: the checkpoint records no VQ-VAE; pass --vqvae")
+    if not vq_path.is_file():
+        raise IncompatibleError(f"VQ-VAE {vq_path} (recorded by world model {model_path}) not found; "
+                                f"pass --vqvae PATH")
+    vqvae = load_vqvae(vq_path, device=dev)
+    ident = vqvae_identity(vq_path)
+    check_compatible(model, meta, model_path, vqvae, vq_path, ident)
+    model.eval()
+    vqvae.eval()
+    encoding = _meta_get(meta, "encoding")
+    if isinstance(encoding, dict):
+        encoding = ActionEncoding.from_dict(encoding)
+    if not isinstance(encoding, ActionEncoding):
+        raise IncompatibleError(f"{model_path}: the checkpoint records no action encoding")
+    bundle = Bundle(model, vqvae, encoding, meta if isinstance(meta, dict) else dict(vars(meta)), model_path,
+                    vq_path, ident, dev)
+    if compile:
+        bundle.step_fn = torch.compile(model.step)
+        bundle.decode_fn = torch.compile(vqvae.decode_code)
+    return bundle
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class Sampling:
+    """How next-frame tokens are drawn from the model's logits."""
+
+    mode: str = "greedy"
+    """greedy (argmax), temperature (softmax(logits / T)) or topk (the k most likely codes, with T)."""
+    temperature: float = 1.0
+    """Softmax temperature for temperature and topk modes (> 0)."""
+    top_k: int = 0
+    """Codes kept per position in topk mode (>= 1)."""
+    seed: int = 0
+    """Seed of the sampling generator: the same seed gives the same rollout."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in SAMPLING_MODES:
+            raise ValueError(f"sampling mode {self.mode!r} is not one of {SAMPLING_MODES}")
+        if self.mode != "greedy" and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 for {self.mode} sampling, got {self.temperature}")
+        if self.mode == "topk" and self.top_k < 1:
+            raise ValueError(f"topk sampling needs top_k >= 1, got {self.top_k}")
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        g = torch.Generator(device=device)
+        g.manual_seed(self.seed)
+        return g
+
+
+def _gumbel(shape: Sequence[int], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    u = torch.rand(tuple(shape), generator=generator, device=like.device, dtype=torch.float32)
+    return -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
+
+
+def sample_tokens(logits: torch.Tensor, mode: str = "greedy", temperature: float = 1.0, top_k: int = 0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits [B, K, h, w] -> tokens int64 [B, h, w].
+
+    greedy: argmax. temperature: a draw from softmax(logits / T) (Gumbel-max, which is exactly that
+    distribution and needs one uniform per logit). topk: the same draw restricted to the top_k codes."""
+    if logits.dim() != 4:
+        raise ValueError(f"logits must be [B, K, h, w], got {tuple(logits.shape)}")
+    if mode == "greedy":
+        return logits.argmax(dim=1)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = logits.float() / temperature
+    if mode == "temperature":
+        return (logits + _gumbel(logits.shape, logits, generator)).argmax(dim=1)
+    if mode == "topk":
+        k = min(int(top_k), logits.shape[1])
+        if k < 1:
+            raise ValueError(f"topk sampling needs top_k >= 1, got {top_k}")
+        vals, idx = logits.topk(k, dim=1)  # [B, k, h, w] each
+        pick = (vals + _gumbel(vals.shape, vals, generator)).argmax(dim=1, keepdim=True)  # [B, 1, h, w]
+        return idx.gather(1, pick).squeeze(1)
+    raise ValueError(f"sampling mode {mode!r} is not one of {SAMPLING_MODES}")
+
+
+# ----------------------------------------------------------------------------- encode / decode
+
+
+def _as_tokens(tokens: Any, device: torch.device) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(tokens) if not isinstance(tokens, torch.Tensor) else tokens)
+    return t.to(device=device, dtype=torch.int64)
+
+
+@torch.inference_mode()
+def decode_tokens(bundle: Bundle, tokens: Any, batch_size: int = 32) -> np.ndarray:
+    """tokens [N, h, w] -> RGB uint8 [N, H, W, 3]."""
+    t = _as_tokens(tokens, bundle.device)
+    out = []
+    for i in range(0, t.shape[0], batch_size):
+        with autocast_for(bundle.device):
+            img = bundle.decode_fn(t[i:i + batch_size])  # [b, 3, H, W] in [0, 1]
+        out.append(to_uint8(img))
+    w, h = bundle.frame_size
+    return np.concatenate(out) if out else np.zeros((0, h, w, 3), np.uint8)
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """float [B, 3, H, W] in [0, 1] -> uint8 [B, H, W, 3]."""
+    return (img.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.inference_mode()
+def encode_frames(bundle: Bundle, frames: np.ndarray, batch_size: int = 32) -> torch.Tensor:
+    """RGB uint8 [N, H, W, 3] (already at the VQ-VAE's frame size) -> tokens int64 [N, h, w]."""
+    frames = np.asarray(frames, dtype=np.uint8)
+    w, h = bundle.frame_size
+    if frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
+        raise ValueError(f"frames must be uint8 [N, {h}, {w}, 3], got {frames.shape}")
+    out = []
+    for i in range(0, frames.shape[0], batch_size):
+        x = torch.from_numpy(frames[i:i + batch_size]).to(bundle.device)
+        with autocast_for(bundle.device):
+            out.append(bundle.vqvae.encode(x).to(torch.int64))
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- rollout
+
+
+class Rollout:
+    """One autoregressive rollout driven by model.step: warm up on context, then one action per frame.
+
+    The hidden state persists across `next` calls; `reset` returns to the state right after warmup (and
+    re-seeds the sampler, so a reset rollout repeats itself under the same actions)."""
+
+    def __init__(self, bundle: Bundle, sampling: Sampling | None = None) -> None:
+        self.bundle = bundle
+        self.sampling = sampling or Sampling()
+        self.device = bundle.device
+        self.generator = self.sampling.generator(self.device)
+        self._ctx_tokens: torch.Tensor | None = None
+        self._ctx_actions: torch.Tensor | None = None
+        self.state: Any = None
+        self.tokens: torch.Tensor | None = None
+        self.frames_generated = 0
+        self.step_ms = 0.0
+        """Wall time of the last model step (and sampling), milliseconds."""
+        self.decode_ms = 0.0
+        """Wall time of the last VQ-VAE decode, milliseconds."""
+
+    def _encode_action(self, raw: np.ndarray) -> torch.Tensor:
+        enc = self.bundle.encoding.encode(np.asarray(raw, dtype=np.float32))
+        return torch.from_numpy(enc).to(self.device)
+
+    @torch.inference_mode()
+    def warmup(self, tokens: Any, raw_actions: Any) -> None:
+        """tokens [C, h, w] and the raw actions between them [C-1, 9]: the state sees frames 0..C-2 with
+        their true actions and the current frame becomes tokens[C-1], as in teacher-forced training."""
+        t = _as_tokens(tokens, self.device)
+        if t.dim() != 3 or tuple(t.shape[1:]) != self.bundle.grid:
+            raise ValueError(f"context tokens must be [C, {self.bundle.grid[0]}, {self.bundle.grid[1]}], "
+                             f"got {tuple(t.shape)}")
+        if int(t.max()) >= self.bundle.codebook_size or int(t.min()) < 0:
+            raise ValueError(f"context tokens lie outside the codebook [0, {self.bundle.codebook_size})")
+        a = validate_raw(np.asarray(raw_actions, dtype=np.float32).reshape(-1, RAW_DIM), "context actions")
+        if a.shape[0] != t.shape[0] - 1:
+            raise ValueError(f"{t.shape[0]} context frames need {t.shape[0] - 1} actions, got {a.shape[0]}")
+        self._ctx_tokens = t
+        self._ctx_actions = self._encode_action(a) if len(a) else torch.zeros(0, ENC_DIM, device=self.device)
+        self.reset()
+
+    @torch.inference_mode()
+    def reset(self) -> None:
+        """Back to the state right after warmup, sampler re-seeded."""
+        if self._ctx_tokens is None:
+            raise RuntimeError("Rollout.reset before warmup")
+        self.generator.manual_seed(self.sampling.seed)
+        model = self.bundle.model
+        state = model.init_state(1, self.device)
+        with autocast_for(self.device):
+            for i in range(self._ctx_tokens.shape[0] - 1):
+                _, state = self.bundle.step_fn(self._ctx_tokens[i:i + 1], self._ctx_actions[i:i + 1], state)
+        self.state = state
+        self.tokens = self._ctx_tokens[-1].clone()
+        self.frames_generated = 0
+
+    @torch.inference_mode()
+    def next(self, raw_action: Any) -> torch.Tensor:
+        """Apply one raw action [9] to the current frame; returns the sampled next tokens [h, w] (int64, on
+        the bundle's device), which become the current frame."""
+        if self.tokens is None:
+            raise RuntimeError("Rollout.next before warmup")
+        t0 = time.perf_counter()
+        act = self._encode_action(np.asarray(raw_action, dtype=np.float32).reshape(RAW_DIM))[None]  # [1, 15]
+        with autocast_for(self.device):
+            logits, self.state = self.bundle.step_fn(self.tokens[None], act, self.state)
+        s = self.sampling
+        self.tokens = sample_tokens(logits.float(), s.mode, s.temperature, s.top_k, self.generator)[0]
+        sync(self.device)
+        self.step_ms = (time.perf_counter() - t0) * 1e3
+        self.frames_generated += 1
+        return self.tokens
+
+    @torch.inference_mode()
+    def frame(self) -> np.ndarray:
+        """The current frame decoded: RGB uint8 [H, W, 3]."""
+        if self.tokens is None:
+            raise RuntimeError("Rollout.frame before warmup")
+        t0 = time.perf_counter()
+        with autocast_for(self.device):
+            img = self.bundle.decode_fn(self.tokens[None])  # [1, 3, H, W]
+        out = to_uint8(img)[0]
+        self.decode_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def run(self, raw_actions: np.ndarray) -> Iterator[torch.Tensor]:
+        """next() for each raw action [N, 9], yielding the tokens."""
+        for a in np.asarray(raw_actions, dtype=np.float32):
+            yield self.next(a)
+
+
+@torch.inference_mode()
+def rollout_batch(bundle: Bundle, context_tokens: Any, context_actions: Any, future_actions: Any,
+                  sampling: Sampling | None = None) -> torch.Tensor:
+    """Batched rollouts: context tokens [B, C, h, w], context raw actions [B, C-1, 9], future raw actions
+    [B, N, 9] -> sampled tokens [B, N, h, w] (int64, bundle device); frame n follows future action n."""
+    sampling = sampling or Sampling()
+    dev = bundle.device
+    ctx = _as_tokens(context_tokens, dev)
+    ca = np.asarray(context_actions, dtype=np.float32)
+    fa = np.asarray(future_actions, dtype=np.float32)
+    b, c = ctx.shape[:2]
+    if ca.shape != (b, c - 1, RAW_DIM) or fa.ndim != 3 or fa.shape[0] != b or fa.shape[2] != RAW_DIM:
+        raise ValueError(f"rollout_batch shapes: context {tuple(ctx.shape)}, context actions {ca.shape} "
+                         f"(want {(b, c - 1, RAW_DIM)}), future actions {fa.shape} (want [{b}, N, {RAW_DIM}])")
+    enc_ctx = torch.from_numpy(bundle.encoding.encode(ca)).to(dev)  # [B, C-1, 15]
+    enc_fut = torch.from_numpy(bundle.encoding.encode(fa)).to(dev)  # [B, N, 15]
+    gen = sampling.generator(dev)
+    state = bundle.model.init_state(b, dev)
+    out = torch.empty((b, fa.shape[1]) + tuple(ctx.shape[2:]), dtype=torch.int64, device=dev)
+    with autocast_for(dev):
+        for i in range(c - 1):
+            _, state = bundle.step_fn(ctx[:, i], enc_ctx[:, i], state)
+        cur = ctx[:, -1]
+        for n in range(fa.shape[1]):
+            logits, state = bundle.step_fn(cur, enc_fut[:, n], state)
+            cur = sample_tokens(logits.float(), sampling.mode, sampling.temperature, sampling.top_k, gen)
+            out[:, n] = cur
+    return out
+
+
+# ----------------------------------------------------------------------------- contexts
+
+
+@dataclass
+class Context:
+    """Where a rollout starts: C frames' tokens and the C-1 raw actions between them, plus what is known of
+    the true continuation."""
+
+    tokens: torch.Tensor
+    """Context tokens int64 [C, h, w]."""
+    actions: np.ndarray
+    """Raw actions between the context frames, float32 [C-1, 9]."""
+    source: str
+    """The spec it came from."""
+    episode_actions: np.ndarray | None = None
+    """The episode's own raw actions after the context [M, 9] (action n produces future frame n), if known."""
+    truth: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
+    """n -> the episode's true next n frames, uint8 [n, H, W, 3] (only valid with episode_actions)."""
+    oracle: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    """raw actions [N, 9] -> the true frames [N, H, W, 3] for any actions (block world)."""
+    frames: np.ndarray | None = field(default=None, repr=False)
+    """The context frames as pixels, uint8 [C, H, W, 3], where they came as pixels."""
+
+    def ground_truth(self, actions: np.ndarray, own_actions: bool) -> np.ndarray:
+        """True frames for `actions` [N, 9]: from the oracle for any actions, else the episode's own
+        frames when `actions` are its own. ValueError when neither is available."""
+        n = len(actions)
+        if self.oracle is not None:
+            return self.oracle(actions)
+        if self.truth is None:
+            raise ValueError(f"{self.source}: this context has no ground truth to compare with")
+        if not own_actions:
+            raise ValueError(f"{self.source}: the ground truth exists only for the episode's own actions "
+                             f"(--actions episode); a block-world context renders any actions")
+        if self.episode_actions is None or n > len(self.episode_actions):
+            have = 0 if self.episode_actions is None else len(self.episode_actions)
+            raise ValueError(f"{self.source}: the episode has {have} frames after the context, {n} asked for")
+        return self.truth(n)
+
+
+def parse_context_spec(spec: str) -> tuple[str, str, int]:
+    """"kind:rest[:START]" or a bare path -> (kind, path-or-seed, start)."""
+    kinds = ("shard", "video", "png", "blockworld")
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in kinds:
+        p = Path(spec)
+        suffix = p.suffix.lower()
+        kind = {".npz": "shard", ".mp4": "video", ".png": "png"}.get(suffix, "png" if p.is_dir() else "")
+        if not kind:
+            raise ValueError(f"context {spec!r}: use shard:PATH.npz[:START], video:PATH.mp4[:START], "
+                             f"png:A.png[,B.png...], png:DIR or blockworld:SEED")
+        rest = spec
+    start = 0
+    if kind in ("shard", "video"):
+        head, sep2, tail = rest.rpartition(":")
+        if sep2 and tail.strip().isdigit():
+            rest, start = head, int(tail)
+    if kind == "blockworld":
+        try:
+            int(rest)
+        except ValueError as e:
+            raise ValueError(f"context {spec!r}: blockworld:SEED needs an integer seed") from e
+    return kind, rest, start
+
+
+def _fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from video_io import resize
+
+    return resize(np.ascontiguousarray(frame[..., :3]), size)
+
+
+def _shard_context(bundle: Bundle, path: Path, start: int, c: int, spec: str) -> Context:
+    if not path.is_file():
+        raise ValueError(f"{path}: shard not found")
+    meta_path = path.parent / "meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        ident = meta.get("vqvae_identity")
+        if ident and ident != bundle.vqvae_identity:
+            raise IncompatibleError(f"shard {path} (meta {meta_path}) was encoded by VQ-VAE identity {ident}, "
+                                    f"but VQ-VAE {bundle.vqvae_path} is {bundle.vqvae_identity}")
+    try:
+        with np.load(path) as z:
+            tokens, actions = np.asarray(z["tokens"]), np.asarray(z["actions"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable token shard ({e})") from e
+    if tokens.ndim != 3 or tuple(tokens.shape[1:]) != bundle.grid:
+        raise IncompatibleError(f"shard {path} holds {tuple(tokens.shape[1:])} token grids but VQ-VAE "
+                                f"{bundle.vqvae_path} uses {bundle.grid}")
+    if int(tokens.max()) >= bundle.codebook_size:
+        raise IncompatibleError(f"shard {path} holds code {int(tokens.max())}, beyond the {bundle.codebook_size} "
+                                f"codes of VQ-VAE {bundle.vqvae_path}")
+    if actions.shape != (tokens.shape[0] - 1, RAW_DIM):
+        raise ValueError(f"{path}: actions {actions.shape} do not match {tokens.shape[0]} frames")
+    if start < 0 or start + c > tokens.shape[0]:
+        raise ValueError(f"{path}: {c} context frames from {start} do not fit in {tokens.shape[0]} frames")
+    ctx_tokens = torch.from_numpy(tokens[start:start + c].astype(np.int64))
+    future_tokens = tokens[start + c:].astype(np.int64)  # [M, h, w], M = len(episode actions)
+    return Context(ctx_tokens, actions[start:start + c - 1], spec, episode_actions=actions[start + c - 1:],
+                   truth=lambda n: decode_tokens(bundle, future_tokens[:n]))
+
+
+def _gamefactory_actions(video: Path) -> tuple[np.ndarray | None, Path | None]:
+    """Per-transition raw actions [F-1, 9] from a GameFactory JSON beside a video (entry str(i) produced
+    frame i), or (None, None)."""
+    for cand in (video.parent.parent / "metadata" / f"{video.stem}.json", video.with_suffix(".json")):
+        if cand.is_file():
+            meta = json.loads(cand.read_text())
+            acts = meta.get("actions")
+            if not isinstance(acts, dict):
+                raise ValueError(f"{cand}: no 'actions' dict")
+            n = max(int(k) for k in acts) if acts else 0
+            raw = np.stack([from_gamefactory(acts[str(i)]) if str(i) in acts else noop()
+                            for i in range(1, n + 1)]) if n else noop(0)
+            return raw, cand
+    return None, None
+
+
+def _video_context(bundle: Bundle, path: Path, start: int, c: int, spec: str) -> Context:
+    from video_io import iter_frames, probe
+
+    info = probe(path)
+    frames = np.stack([_fit(f, bundle.frame_size) for f in iter_frames(path)])  # [F, H, W, 3]
+    if start < 0 or start + c > len(frames):
+        raise ValueError(f"{path}: {c} context frames from {start} do not fit in {len(frames)} frames")
+    if abs(info.fps - 16.0) > 0.5:
+        print(f"note: {path} runs at {info.fps:g} fps; the model's tick is 16 Hz", file=sys.stderr)
+    raw, meta_path = _gamefactory_actions(path)
+    ctx_frames = frames[start:start + c]
+    future = frames[start + c:]
+    if raw is None:
+        return Context(encode_frames(bundle, ctx_frames), noop(c - 1), spec, frames=ctx_frames)
+    if len(raw) < len(frames) - 1:
+        raw = np.concatenate([raw, noop(len(frames) - 1 - len(raw))])
+    raw = validate_raw(raw, str(meta_path))
+    return Context(encode_frames(bundle, ctx_frames), raw[start:start + c - 1], spec,
+                   episode_actions=raw[start + c - 1:len(frames) - 1], truth=lambda n: future[:n],
+                   frames=ctx_frames)
+
+
+def _png_context(bundle: Bundle, rest: str, spec: str) -> Context:
+    import cv2
+
+    p = Path(rest)
+    paths = sorted(p.glob("*.png")) if p.is_dir() else [Path(x) for x in rest.split(",") if x]
+    if not paths:
+        raise ValueError(f"context {spec!r}: no PNG frames found")
+    frames = []
+    for fp in paths:
+        img = cv2.imread(str(fp), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"{fp}: not a readable image")
+        frames.append(_fit(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), bundle.frame_size))
+    arr = np.stack(frames)
+    return Context(encode_frames(bundle, arr), noop(len(arr) - 1), spec, frames=arr)
+
+
+def _blockworld_context(bundle: Bundle, seed: int, c: int, spec: str) -> Context:
+    from blockworld import World, render, step
+    from blockworld.oracle import rollout as oracle_rollout
+
+    world = World(seed)
+    state = world.spawn(seed)
+    size = bundle.frame_size
+    frames = [render(world, state, size=size)]
+    acts = noop(c - 1)
+    for a in acts:
+        state = step(world, state, a)
+        frames.append(render(world, state, size=size))
+    arr = np.stack(frames)  # [C, H, W, 3]
+    end_state = state
+    return Context(encode_frames(bundle, arr), acts, spec,
+                   oracle=lambda actions: oracle_rollout(world, end_state, np.asarray(actions, np.float32), size),
+                   frames=arr)
+
+
+def load_context(spec: str, bundle: Bundle, frames: int = 8) -> Context:
+    """Build the context a spec names (see the module docstring); `frames` is C for shards, videos and the
+    block world (PNG contexts use the frames given)."""
+    if frames < 1:
+        raise ValueError(f"context frames must be >= 1, got {frames}")
+    kind, rest, start = parse_context_spec(spec)
+    if kind == "shard":
+        return _shard_context(bundle, Path(rest), start, frames, spec)
+    if kind == "video":
+        return _video_context(bundle, Path(rest), start, frames, spec)
+    if kind == "png":
+        return _png_context(bundle, rest, spec)
+    return _blockworld_context(bundle, int(rest), frames, spec)
+
+
+def resolve_actions(spec: str, ctx: Context, frames: int, seed: int = 0) -> tuple[np.ndarray, bool]:
+    """--actions: "episode" (the context episode's own), a preset name ("a+b" combines), or a JSON/CSV script
+    -> (raw actions [N, 9], whether they are the episode's own). frames=0 means: as many as the source has
+    (all remaining episode actions, the whole script, or presets.DEFAULT_PRESET_FRAMES)."""
+    from presets import DEFAULT_PRESET_FRAMES, is_preset, load_action_script, preset_actions
+
+    if spec == "episode":
+        if ctx.episode_actions is None or len(ctx.episode_actions) == 0:
+            raise ValueError(f"{ctx.source}: this context has no episode actions after it; pass --actions "
+                             f"PRESET or a script")
+        have = len(ctx.episode_actions)
+        n = frames or have
+        if n > have:
+            raise ValueError(f"{ctx.source}: the episode has {have} actions after the context, {n} asked for")
+        return ctx.episode_actions[:n], True
+    if is_preset(spec):
+        return preset_actions(spec, frames or DEFAULT_PRESET_FRAMES, seed=seed), False
+    script = load_action_script(spec)
+    n = frames or len(script)
+    if n > len(script):
+        raise ValueError(f"{spec}: the script has {len(script)} steps, {n} frames asked for")
+    return script[:n], False
+
+
+def gflop_per_frame(bundle: Bundle) -> dict[str, float]:
+    """FLOPs of one model step and one VQ decode (torch's flop counter: matmuls and convolutions, 2 per
+    multiply-add), in GFLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    dev = bundle.device
+    h, w = bundle.grid
+    tokens = torch.zeros((1, h, w), dtype=torch.int64, device=dev)
+    act = torch.zeros((1, ENC_DIM), device=dev)
+    with torch.inference_mode():
+        state = bundle.model.init_state(1, dev)
+        with FlopCounterMode(display=False) as fc:
+            bundle.model.step(tokens, act, state)
+        step = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            bundle.vqvae.decode_code(tokens)
+        dec = fc.get_total_flops()
+    return {"model_step_gflop": step / 1e9, "decode_gflop": dec / 1e9, "total_gflop": (step + dec) / 1e9}
+
+
+def summarize_ms(values: Sequence[float]) -> dict[str, float | None]:
+    """mean / p50 / p95 / max of a latency list, milliseconds (None when empty, so the JSON stays valid)."""
+    if not values:
+        return {"mean": None, "p50": None, "p95": None, "max": None}
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": round(float(a.mean()), 3), "p50": round(float(np.percentile(a, 50)), 3),
+            "p95": round(float(np.percentile(a, 95)), 3), "max": round(float(a.max()), 3)}
