@@ -1,0 +1,192 @@
+"""World-model losses and prediction statistics: pure functions, no state, no randomness of their own.
+
+Every loss returns `(total, {name: detached value})`; per-sample variants (suffix `_per_sample`) return a
+[B] tensor so the training loop can average over exactly the samples it owns (DDP ranks each own a slice
+of the global batch and the mean of their means is the global mean). Random inputs (Gumbel noise) are
+passed in, never drawn here, so the same batch always gives the same loss.
+
+Lessons of ../shared/reference/project-ochre-changelog.md kept here:
+- the semantic and LPIPS losses go through a Gumbel-softmax *soft* embedding (v4.6.2): probabilities over
+  the codebook times the codebook, decoded by the VQ-VAE decoder, so gradients reach the logits (an argmax
+  or a `no_grad` block silently disconnects LPIPS: v4.6.0/v4.6.1);
+- the IDM is cross-entropy over the yaw/pitch bins plus BCE over the keys (v5.0);
+- the action-ranking hinge says the true action must explain the target better than another one (v4.7.1).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from actions import KEYS_SLICE, PITCH_SLICE, YAW_SLICE
+
+Parts = dict[str, torch.Tensor]
+
+
+def _detached(parts: dict[str, torch.Tensor]) -> Parts:
+    return {k: v.detach() for k, v in parts.items()}
+
+
+# ----------------------------------------------------------------------------- token cross-entropy
+
+def token_ce_per_sample(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """logits [B, K, h, w], target [B, h, w] int64 -> mean CE per sample [B] (fp32)."""
+    ce = F.cross_entropy(logits.float(), target, reduction="none")  # [B, h, w]
+    return ce.flatten(1).mean(1)
+
+
+def token_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+    total = token_ce_per_sample(logits, target).mean()
+    return total, _detached({"ce": total})
+
+
+# ----------------------------------------------------------------------------- Gumbel soft embeddings
+
+def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Standard Gumbel samples -log(-log U) of `shape`, from `generator`."""
+    u = torch.rand(shape, generator=generator, device=device)
+    return -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+
+
+def gumbel_softmax_probs(logits: torch.Tensor, tau: float, noise: torch.Tensor | None,
+                         hard: bool = False) -> torch.Tensor:
+    """Softmax((logits + noise) / tau) over dim 1 ([B, K, h, w]); with `hard`, the straight-through
+    one-hot (forward one-hot, backward soft). noise None = plain tempered softmax."""
+    if tau <= 0:
+        raise ValueError(f"Gumbel tau must be > 0, got {tau}")
+    x = logits.float()
+    if noise is not None:
+        x = x + noise
+    soft = F.softmax(x / tau, dim=1)
+    if not hard:
+        return soft
+    one_hot = F.one_hot(soft.argmax(1), soft.shape[1]).movedim(-1, 1).to(soft.dtype)  # [B, K, h, w]
+    return one_hot - soft.detach() + soft
+
+
+def soft_embeddings(probs: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """probs [B, K, h, w] x codebook [K, D] -> expected code vectors [B, D, h, w] (differentiable)."""
+    return torch.einsum("bkhw,kd->bdhw", probs, codebook.to(probs.dtype))
+
+
+def semantic_per_sample(z_soft: torch.Tensor, codebook: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared distance between soft embeddings [B, D, h, w] and the target codes' vectors, divided by the
+    codebook's mean squared spread so the scale does not depend on the tokenizer -> [B]."""
+    cb = codebook.detach().float()
+    tgt = F.embedding(target, cb).movedim(-1, 1)  # [B, D, h, w]
+    spread = (cb - cb.mean(0)).pow(2).sum(1).mean().clamp_min(1e-8)
+    return (z_soft.float() - tgt).pow(2).sum(1).flatten(1).mean(1) / spread
+
+
+def semantic_loss(logits: torch.Tensor, target: torch.Tensor, codebook: torch.Tensor, tau: float,
+                  noise: torch.Tensor | None, hard: bool = False) -> tuple[torch.Tensor, Parts]:
+    """Codebook-embedding loss through Gumbel-softmax; returns (loss, parts)."""
+    z = soft_embeddings(gumbel_softmax_probs(logits, tau, noise, hard), codebook)
+    total = semantic_per_sample(z, codebook, target).mean()
+    return total, _detached({"semantic": total})
+
+
+# ----------------------------------------------------------------------------- LPIPS on decoded frames
+
+def lpips_per_sample(z_soft: torch.Tensor, target_rgb: torch.Tensor,
+                     decode: Callable[[torch.Tensor], torch.Tensor],
+                     lpips_net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode soft embeddings z_soft [N, D, h, w] (VQVAE.decode_embeddings: [0, 1] frames) and compare to
+    target_rgb [N, 3, H, W] in [0, 1] -> (LPIPS distances [N], predicted frames [N, 3, H, W]).
+    Differentiable w.r.t. z_soft; never wrap this in no_grad (v4.6.0)."""
+    pred = decode(z_soft)
+    d = lpips_net(pred * 2.0 - 1.0, target_rgb.to(pred.dtype) * 2.0 - 1.0)
+    return d.float(), pred
+
+
+# ----------------------------------------------------------------------------- inverse dynamics
+
+def idm_per_item(logits: torch.Tensor, target: torch.Tensor, key_weights: torch.Tensor | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """IDM logits [N, 15] vs aggregate action targets [N, 15] (encoding layout; yaw/pitch parts are
+    distributions: the fraction of the span's steps in each bin; keys: the fraction held).
+    Returns per-item [N] terms: yaw CE, pitch CE (soft targets) and keys BCE (optionally weighted)."""
+    logits = logits.float()
+    target = target.float()
+    yaw = -(target[:, YAW_SLICE] * F.log_softmax(logits[:, YAW_SLICE], dim=1)).sum(1)
+    pitch = -(target[:, PITCH_SLICE] * F.log_softmax(logits[:, PITCH_SLICE], dim=1)).sum(1)
+    bce = F.binary_cross_entropy_with_logits(logits[:, KEYS_SLICE], target[:, KEYS_SLICE], reduction="none")
+    if key_weights is not None:
+        bce = bce * key_weights.to(bce)
+        keys = bce.sum(1) / key_weights.sum()
+    else:
+        keys = bce.mean(1)
+    return {"idm_yaw": yaw, "idm_pitch": pitch, "idm_keys": keys}
+
+
+def idm_loss(logits: torch.Tensor, target: torch.Tensor, key_weights: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, Parts]:
+    terms = {k: v.mean() for k, v in idm_per_item(logits, target, key_weights).items()}
+    total = terms["idm_yaw"] + terms["idm_pitch"] + terms["idm_keys"]
+    return total, _detached({"idm": total, **terms})
+
+
+def span_action_targets(actions: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """actions [B, T, 15], end indices t [B, M], spans k [B, M] -> mean of actions[t-k .. t-1] [B, M, 15]:
+    the actions that took the world from frame t-k to frame t (what h[t-k] -> h[t] must explain)."""
+    csum = torch.cat([torch.zeros_like(actions[:, :1]), actions.cumsum(1)], dim=1)  # [B, T+1, 15]
+    hi = csum.gather(1, t[..., None].expand(-1, -1, actions.shape[-1]))
+    lo = csum.gather(1, (t - k)[..., None].expand(-1, -1, actions.shape[-1]))
+    return (hi - lo) / k[..., None].to(actions.dtype)
+
+
+# ----------------------------------------------------------------------------- action ranking
+
+def action_rank_per_sample(ce_true: torch.Tensor, ce_other: torch.Tensor, margin: float) -> torch.Tensor:
+    """Hinge: the true action's CE on the target must be lower than another action's by `margin` -> [B]."""
+    return F.relu(margin + ce_true - ce_other)
+
+
+def action_rank_loss(ce_true: torch.Tensor, ce_other: torch.Tensor, margin: float
+                     ) -> tuple[torch.Tensor, Parts]:
+    total = action_rank_per_sample(ce_true, ce_other, margin).mean()
+    return total, _detached({"action_rank": total, "action_rank_gap": (ce_other - ce_true).mean()})
+
+
+# ----------------------------------------------------------------------------- weighting
+
+def weighted_total(parts: dict[str, torch.Tensor], weights: dict[str, float]) -> tuple[torch.Tensor, Parts]:
+    """sum(weights[name] * parts[name]) over the names in `weights` that are present; parts detached."""
+    total = None
+    for name, w in weights.items():
+        if name in parts and w != 0.0:
+            term = w * parts[name]
+            total = term if total is None else total + term
+    if total is None:
+        ref = next(iter(parts.values()))
+        total = ref.new_zeros(())
+    return total, _detached(parts)
+
+
+# ----------------------------------------------------------------------------- prediction statistics
+
+@torch.no_grad()
+def prediction_stats(logits: torch.Tensor) -> dict[str, float]:
+    """Collapse/blur diagnostics of logits [B, K, h, w]: unique argmax codes per frame (mean), softmax
+    entropy (nats), confidence (mean max probability) and its spread."""
+    probs = F.softmax(logits.float(), dim=1)
+    logp = torch.log(probs.clamp_min(1e-12))
+    entropy = -(probs * logp).sum(1)  # [B, h, w]
+    conf = probs.max(1).values  # [B, h, w]
+    arg = probs.argmax(1).flatten(1)  # [B, h*w]
+    unique = sum(int(torch.unique(row).numel()) for row in arg) / arg.shape[0]
+    return {"unique_codes": float(unique), "entropy": float(entropy.mean()),
+            "confidence": float(conf.mean()), "confidence_std": float(conf.std())}
+
+
+@torch.no_grad()
+def spatial_gradient(frames: torch.Tensor) -> float:
+    """Mean absolute difference between neighbouring pixels (x plus y) of frames [N, 3, H, W] in [0, 1]:
+    a sharpness proxy, 0 for a flat image, larger for crisp edges."""
+    f = frames.float()
+    dx = (f[..., :, 1:] - f[..., :, :-1]).abs().mean()
+    dy = (f[..., 1:, :] - f[..., :-1, :]).abs().mean()
+    return float(dx + dy)
