@@ -38,12 +38,13 @@ import numpy as np
 from actions import ACTION_SCHEMA_VERSION, KEY_FIELDS, RAW, RAW_FIELDS, ActionEncoding
 from ckpt_io import CheckpointError, atomic_path, atomic_write_json
 from config import ConfigError, main_config, to_dict
-from dataset import MANIFEST, META, ShardError, shard_length
 from sources import (Episode, SourceError, decode_kept, discover, load_alignment, plan_kept_frames,
                      resample_actions)
 from video_io import VideoError, probe
 
 SHARD_FORMAT_VERSION = 1
+# dataset.py (which imports torch) is imported inside functions: decode worker processes import this module
+# and must stay light.
 REPORT = "preprocess_report.json"
 CHECK_REPORT = "check_report.json"
 PARTS_DIR = ".parts"
@@ -165,7 +166,9 @@ class _Stopped(Exception):
 
 
 def _decode_process(task_q: Any, result_q: Any, s: DecodeSettings) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already
     while True:
         task = task_q.get()
         if task is None:
@@ -364,6 +367,8 @@ def meta_mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _prepare_out(cfg: PreprocessConfig, out: Path, meta: dict[str, Any], d: Dist) -> None:
+    from dataset import MANIFEST, META
+
     if d.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.overwrite:
@@ -407,6 +412,8 @@ def run(cfg: PreprocessConfig, after_shard: Callable[[str], None] | None = None)
 
     `after_shard(name)` is called after each shard is written (tests use it to interrupt a run)."""
     from tqdm import tqdm
+
+    from dataset import ShardError, shard_length
 
     if not cfg.data or not cfg.vqvae or not cfg.out:
         raise ConfigError("--data, --vqvae and --out are required (or --check DIR)")
@@ -504,6 +511,8 @@ def run(cfg: PreprocessConfig, after_shard: Callable[[str], None] | None = None)
 
 def _finish(cfg: PreprocessConfig, out: Path, meta: dict[str, Any], parts: list[dict[str, Any]],
             started: str, seconds: float) -> dict[str, Any]:
+    from dataset import MANIFEST
+
     entries = sorted((e for p in parts for e in p["entries"]), key=lambda e: e["file"])
     atomic_write_json(out / MANIFEST, entries)
     kept = sum(p["kept_frames"] for p in parts)

@@ -143,15 +143,14 @@ def write_vpt(root: Path, name: str, n: int, seed: int, fps: float = 20.0) -> di
 
 
 def write_zero_frame_mp4(path: Path) -> None:
-    """An mp4 container with an H.264 stream and no frames."""
+    """An mp4 written by an H.264 encoder that never got a frame (the muxer drops the empty track)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as c:
         s = c.add_stream("libx264", rate=16)
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        for packet in s.encode():
-            c.mux(packet)
+        c.start_encoding()
 
 
 def tiny_vqvae(path: Path, seed: int = 0) -> Path:
