@@ -15,6 +15,12 @@ from presets import (DEFAULT_PRESET_FRAMES, PRESET_NAMES, actions_to_entries, is
 from rollout import (IncompatibleError, Rollout, Sampling, decode_tokens, load_bundle, load_context,
                      parse_context_spec, resolve_actions, rollout_batch, sample_tokens)
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP barrier stalls when the cores are busy."""
+    torch.set_num_threads(1)
+
+
 # ----------------------------------------------------------------------------- presets
 
 
@@ -146,3 +152,169 @@ def test_context_spec_parsing(tmp_path: Path) -> None:
         parse_context_spec("blockworld:forest")
     with pytest.raises(ValueError, match="shard:PATH"):
         parse_context_spec("something.txt")
+
+
+# ----------------------------------------------------------------------------- checkpoints (tiny, random)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_VQ = dict(codebook_size=16, code_dim=4, enc_channels=(4, 4, 4), enc_res_blocks=(0, 0, 0),
+               dec_channels=(8, 4, 4), dec_res_blocks=(0, 0, 0), kmeans_iters=0)
+TINY_WM = dict(embed_dim=8, hidden_dim=8, num_layers=2, kernel_size=3, film_hidden=8, head_dim=8, attn_ctx=2,
+               attn_dim=4, attn_heads=1, idm_hidden=8)
+
+
+def tiny_configs(**vq_overrides):
+    from model_convGru import WorldModelConfig
+    from vq_vae import VQVAEConfig
+
+    vq = VQVAEConfig(**{**TINY_VQ, **vq_overrides})
+    wm = WorldModelConfig(**TINY_WM, codebook_size=vq.codebook_size, code_dim=vq.code_dim,
+                          grid_h=vq.frame_height // 4, grid_w=vq.frame_width // 4)
+    return wm, vq
+
+
+def write_shard(out_dir: Path, bundle, length: int, seed: int = 0, identity: str | None = None):
+    """A token shard + meta.json as preprocess writes them: (path, tokens [L, h, w], raw actions [L-1, 9])."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    h, w = bundle.grid
+    tokens = rng.integers(0, bundle.codebook_size, (length, h, w)).astype(np.uint16)
+    actions = np.zeros((length - 1, RAW_DIM), np.float32)
+    actions[:, RAW["yaw_deg"]] = rng.uniform(-10, 10, length - 1)
+    actions[:, RAW["forward"]] = rng.integers(0, 2, length - 1)
+    path = out_dir / f"ep{seed}.npz"
+    np.savez(path, tokens=tokens, actions=actions, frame_index=np.arange(length, dtype=np.int32))
+    (out_dir / "meta.json").write_text(json.dumps({
+        "codebook_size": bundle.codebook_size, "grid": list(bundle.grid), "fps": 16, "frame_size": [128, 72],
+        "action_schema_version": 1, "vqvae_identity": identity or bundle.vqvae_identity,
+        "vqvae": str(bundle.vqvae_path)}))
+    return path, tokens.astype(np.int64), actions
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    """(world model checkpoint, VQ-VAE checkpoint, folder of 3 PNG context frames)."""
+    import cv2
+
+    from bench.live import write_random_checkpoints
+
+    d = tmp_path_factory.mktemp("tiny")
+    wm_cfg, vq_cfg = tiny_configs()
+    wm, vq = write_random_checkpoints(d, wm_cfg, vq_cfg, seed=0)
+    png = d / "png"
+    png.mkdir()
+    y, x = np.mgrid[0:72, 0:128]
+    for i in range(3):
+        img = np.stack([(x * 2 + i * 30) % 256, y * 3, np.full_like(x, 90 * i)], -1).astype(np.uint8)
+        cv2.imwrite(str(png / f"{i:02d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return wm, vq, png
+
+
+def test_loads_from_the_world_model_checkpoint_alone(tiny_pair, tmp_path: Path) -> None:
+    import shutil
+
+    wm, vq, _ = tiny_pair
+    b = load_bundle(wm, device="cpu")
+    assert b.vqvae_path == vq and b.codebook_size == 16 and b.grid == (18, 32)
+    assert isinstance(b.encoding, ActionEncoding) and not b.model.training and not b.vqvae.training
+    # moved elsewhere together: the recorded path is stale, the VQ-VAE beside the checkpoint is found
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(wm, moved / "world_model.pt")
+    shutil.copy(vq, moved / vq.name)
+    vq.rename(vq.with_suffix(".away"))
+    try:
+        b2 = load_bundle(moved / "world_model.pt", device="cpu")
+        assert b2.vqvae_path == moved / vq.name
+        with pytest.raises(IncompatibleError, match="world_model.pt"):
+            load_bundle(wm, device="cpu")  # recorded file gone and nothing beside it
+    finally:
+        vq.with_suffix(".away").rename(vq)
+
+
+def test_incompatible_pairs_are_refused_naming_both_files(tiny_pair, tmp_path: Path) -> None:
+    from bench.live import write_random_checkpoints
+
+    wm, _, _ = tiny_pair
+    cases = {"codebook": dict(codebook_size=32), "grid": dict(frame_width=64, frame_height=48), "identity": {}}
+    for name, over in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        _, other_vq = write_random_checkpoints(d, *tiny_configs(**over), seed=1)
+        with pytest.raises(IncompatibleError) as e:
+            load_bundle(wm, vqvae_override=other_vq, device="cpu")
+        msg = str(e.value)
+        assert str(wm) in msg and str(other_vq) in msg, msg
+        assert {"codebook": "codebook", "grid": "token grid", "identity": "identity"}[name] in msg
+
+
+def test_action_schema_mismatch_is_refused(tiny_pair, tmp_path: Path) -> None:
+    wm, _, _ = tiny_pair
+    record = torch.load(wm, weights_only=False)
+    record["action_schema_version"] = 99
+    bad = tmp_path / "old_schema.pt"
+    torch.save(record, bad)
+    with pytest.raises(ValueError, match=r"old_schema\.pt.*action schema"):
+        load_bundle(bad, device="cpu")
+
+
+def test_rollout_drives_model_step_and_batch_matches(tiny_pair) -> None:
+    wm, _, _ = tiny_pair
+    b = load_bundle(wm, device="cpu")
+    path_tokens = torch.randint(0, 16, (4, 18, 32), generator=torch.Generator().manual_seed(0))
+    ctx_actions = preset_actions("random", 3, seed=1)
+    future = preset_actions("random", 6, seed=2)
+    ro = Rollout(b, Sampling("greedy"))
+    ro.warmup(path_tokens, ctx_actions)
+    got = torch.stack(list(ro.run(future)))
+    # by hand: model.step over the context with its true actions, then greedy steps
+    enc = b.encoding
+    with torch.no_grad():
+        state = b.model.init_state(1, "cpu")
+        for i in range(3):
+            _, state = b.model.step(path_tokens[i:i + 1], torch.from_numpy(enc.encode(ctx_actions[i]))[None], state)
+        cur, want = path_tokens[3:4], []
+        for a in future:
+            logits, state = b.model.step(cur, torch.from_numpy(enc.encode(a))[None], state)
+            cur = logits.argmax(1)
+            want.append(cur[0])
+    assert torch.equal(got, torch.stack(want))
+    batch = rollout_batch(b, path_tokens[None].repeat(2, 1, 1, 1), np.stack([ctx_actions] * 2),
+                          np.stack([future] * 2), Sampling("greedy"))
+    assert batch.shape == (2, 6, 18, 32) and torch.equal(batch[0], got) and torch.equal(batch[1], got)
+    frame = ro.frame()
+    assert frame.shape == (72, 128, 3) and frame.dtype == np.uint8
+    assert np.array_equal(frame, decode_tokens(b, got[-1:])[0])
+
+
+def test_reset_repeats_a_seeded_sampled_rollout(tiny_pair) -> None:
+    wm, _, _ = tiny_pair
+    b = load_bundle(wm, device="cpu")
+    ctx = torch.randint(0, 16, (2, 18, 32), generator=torch.Generator().manual_seed(3))
+    acts = preset_actions("walk-forward+turn-left-360", 5)
+    ro = Rollout(b, Sampling("temperature", temperature=3.0, seed=7))
+    ro.warmup(ctx, np.zeros((1, RAW_DIM), np.float32))
+    first = torch.stack(list(ro.run(acts)))
+    ro.reset()
+    again = torch.stack(list(ro.run(acts)))
+    other = Rollout(b, Sampling("temperature", temperature=3.0, seed=8))
+    other.warmup(ctx, np.zeros((1, RAW_DIM), np.float32))
+    assert torch.equal(first, again) and not torch.equal(first, torch.stack(list(other.run(acts))))
+
+
+def test_shard_contexts_and_their_checks(tiny_pair, tmp_path: Path) -> None:
+    wm, _, _ = tiny_pair
+    b = load_bundle(wm, device="cpu")
+    shard, tokens, actions = write_shard(tmp_path / "a", b, length=15)
+    ctx = load_context(f"shard:{shard}:5", b, frames=4)
+    assert torch.equal(ctx.tokens, torch.from_numpy(tokens[5:9]))
+    assert np.array_equal(ctx.actions, actions[5:8]) and np.array_equal(ctx.episode_actions, actions[8:])
+    acts, own = resolve_actions("episode", ctx, 0)
+    assert own and len(acts) == 6
+    assert resolve_actions("jump", ctx, 0)[0].shape == (DEFAULT_PRESET_FRAMES, RAW_DIM)
+    other, _, _ = write_shard(tmp_path / "b", b, length=15, identity="0123456789ab")
+    with pytest.raises(IncompatibleError) as e:
+        load_context(f"shard:{other}", b)
+    assert str(other) in str(e.value) and str(b.vqvae_path) in str(e.value)
+    with pytest.raises(ValueError, match="do not fit"):
+        load_context(f"shard:{shard}:13", b, frames=4)
