@@ -1,0 +1,216 @@
+"""vq_vae: shapes, exact hard/soft decode paths, quantiser behaviour, strict checkpoints, training, resume."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ckpt_io
+import video_io
+from vq_vae import VQVAE, VQVAEConfig, load_vqvae, save_vqvae, vqvae_identity
+from vq_vae import train as vq_train
+from vq_vae.model import EMAQuantizer, decoder_flops
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny convolutions: one thread is faster, and far faster on a busy shared machine
+    torch.set_num_threads(1)
+
+
+TINY = VQVAEConfig(codebook_size=64, code_dim=8, enc_channels=(8, 16, 16), enc_res_blocks=(0, 0, 1),
+                   dec_channels=(16, 8, 8), dec_res_blocks=(1, 0, 0), kmeans_iters=3)
+
+
+def make_frames(n: int, seed: int = 0) -> np.ndarray:
+    """Block-world-like frames uint8 [n, 72, 128, 3]: sky gradient, textured ground, moving boxes."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 72, 128, 3), np.uint8)
+    tex = rng.integers(0, 40, (19, 33, 1))
+    boxes = [(rng.integers(0, 128), rng.integers(10, 40), rng.integers(6, 20), rng.integers(6, 25),
+              rng.integers(0, 256, 3)) for _ in range(5)]
+    for t in range(n):
+        f = out[t]
+        f[:] = np.array([110, 170, 230], np.uint8)
+        f[:, :, 2] = np.linspace(200, 250, 72).astype(np.uint8)[:, None]
+        horizon = 36 + (t % 7)
+        ground = np.array([70, 130, 50]) + np.kron(tex, np.ones((4, 4, 1)))[:72, :128]
+        f[horizon:] = np.roll(ground, t, axis=1)[horizon:].astype(np.uint8)
+        for x0, y0, w, h, c in boxes:
+            x = int((x0 + 3 * t) % 128)
+            f[y0:y0 + h, x:x + w] = c
+    return out
+
+
+def initialised(cfg: VQVAEConfig = TINY, seed: int = 0) -> VQVAE:
+    """A tiny model whose codebook has been k-means initialised from frames (one training-mode pass)."""
+    torch.manual_seed(seed)
+    m = VQVAE(cfg)
+    m.train()
+    with torch.no_grad():
+        m(m.preprocess(make_frames(4, seed)))
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("vqdata")
+    video_io.write_mp4(d / "video" / "a.mp4", make_frames(24, 1), fps=16)
+    video_io.write_mp4(d / "video" / "b.mp4", make_frames(24, 2), fps=16)
+    return d
+
+
+def test_shapes_and_input_forms():
+    m = initialised()
+    frames = make_frames(3)
+    idx = m.encode(frames)
+    assert idx.shape == (3, 18, 32) and idx.dtype == torch.int64
+    assert m.grid == (18, 32) and m.codebook_size == 64 and m.code_dim == 8
+    assert m.codebook.shape == (64, 8)
+    as_float = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    assert torch.equal(m.encode(as_float), idx)
+    assert torch.equal(m.encode(torch.from_numpy(frames)), idx)
+    out = m.decode_code(idx)
+    assert out.shape == (3, 3, 72, 128) and out.dtype == torch.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    torch.testing.assert_close(m.decode_code(idx[0]), out[:1])  # conv kernels may differ per batch size
+    with pytest.raises(ValueError, match="72, 128, 3"):
+        m.encode(np.zeros((1, 64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="token indices"):
+        m.decode_code(torch.full((1, 18, 32), 64))
+
+
+def test_decode_code_of_encode_equals_decoding_quantised_latents():
+    m = initialised()
+    x = m.preprocess(make_frames(2))
+    with torch.no_grad():
+        z = m.encoder(x)
+        z_q, idx, _, _ = m.quantizer(z)
+        # the chosen code is the nearest one (up to fp32 near-ties), checked by brute force in fp64
+        flat = z.permute(0, 2, 3, 1).reshape(-1, 8).double()  # [B*h*w, D]
+        dist = torch.cdist(flat, m.codebook.double())
+        chosen = dist.gather(1, idx.reshape(-1, 1)).squeeze(1)
+        assert float((chosen - dist.min(1).values).max()) < 1e-4
+        assert torch.equal(m.encode(make_frames(2)), idx)
+        assert torch.equal(m.decode_code(m.encode(make_frames(2))), m.decode_embeddings(z_q))
+
+
+def test_soft_one_hot_embeddings_decode_like_hard_path_and_carry_gradients():
+    m = initialised()
+    idx = m.encode(make_frames(2))
+    probs = torch.nn.functional.one_hot(idx, 64).permute(0, 3, 1, 2).float().requires_grad_(True)
+    z = torch.einsum("bkhw,kd->bdhw", probs, m.codebook)
+    soft = m.decode_embeddings(z)
+    assert torch.equal(soft, m.decode_code(idx))
+    soft.mean().backward()
+    assert probs.grad is not None and float(probs.grad.abs().sum()) > 0
+
+
+def test_quantiser_kmeans_init_ema_and_dead_code_restart():
+    torch.manual_seed(0)
+    q = EMAQuantizer(16, 2, decay=0.9, dead_threshold=1.0, usage_decay=0.5, kmeans_iters=5)
+    q.train()
+    # four tight clusters: k-means puts codes on them
+    centres = torch.tensor([[5.0, 5.0], [-5.0, 5.0], [5.0, -5.0], [-5.0, -5.0]])
+    data = centres.repeat_interleave(64, 0) + 0.01 * torch.randn(256, 2)  # [256, 2]
+    z = data.t().reshape(1, 2, 16, 16)  # [1, D, h, w]
+    _, idx, commit, stats = q(z)
+    assert bool(q.initted)
+    assert float(commit) < 1e-3
+    assert torch.cdist(centres, q.embed).min(1).values.max() < 0.1
+    # a code moved far away attracts nothing and is restarted onto the data within a few steps
+    q.embed[0] = torch.tensor([1000.0, 1000.0])
+    q.embed_avg[0] = q.embed[0] * q.cluster_size[0]
+    restarted = 0.0
+    for _ in range(12):
+        _, _, _, stats = q(z)
+        restarted += stats["dead_restarts"]
+    assert restarted > 0
+    assert torch.cdist(q.embed[:1], centres).min() < 1.0
+
+
+def test_distances_stay_fp32_under_autocast():
+    torch.manual_seed(0)
+    q = EMAQuantizer(512, 16)
+    q.embed.copy_(torch.randn(512, 16))
+    flat = torch.randn(4096, 16)
+    expect = torch.cdist(flat.double(), q.embed.double()).argmin(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = q.nearest(flat)
+        # what an autocast matmul would pick: visibly wrong, so the check above has teeth
+        naive = (q.embed.pow(2).sum(1)[None] - 2 * flat @ q.embed.t()).argmin(1)
+    assert (got == expect).float().mean() > 0.999
+    assert (naive == expect).float().mean() < 0.99
+
+
+def test_checkpoint_round_trip_is_bitwise_and_strict(tmp_path):
+    cfg = VQVAEConfig(**{**TINY.__dict__, "codebook_size": 48})
+    m = initialised(cfg)
+    path = tmp_path / "vq.pt"
+    ident = save_vqvae(m, path)
+    back = load_vqvae(path)
+    assert not back.training and back.codebook_size == 48  # read from the file, not assumed
+    for comp in ("encoder", "decoder", "quantizer"):
+        a, b = getattr(m, comp).state_dict(), getattr(back, comp).state_dict()
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    frames = make_frames(2)
+    assert torch.equal(back.decode_code(back.encode(frames)), m.decode_code(m.encode(frames)))
+    assert vqvae_identity(path) == ident
+    other = tmp_path / "other.pt"
+    assert save_vqvae(initialised(cfg, seed=1), other) != ident
+
+    wrong_kind = tmp_path / "wm.pt"
+    ckpt_io.save_checkpoint(wrong_kind, "world_model", 1, {"model": {}})
+    with pytest.raises(ckpt_io.CheckpointError, match="wm.pt.*world_model"):
+        load_vqvae(wrong_kind)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ckpt_io.CheckpointError, match="corrupt.pt"):
+        load_vqvae(corrupt)
+    record = torch.load(path, weights_only=False)
+    del record["decoder"]["net.0.weight"]
+    broken = tmp_path / "broken.pt"
+    torch.save(record, broken)
+    with pytest.raises(ckpt_io.CheckpointError, match="broken.pt: decoder"):
+        load_vqvae(broken)
+
+
+def test_laptop_decoder_is_cheap():
+    # live play decodes every frame on a laptop CPU next to the world model
+    assert decoder_flops(VQVAEConfig()) < 0.3e9
+    assert decoder_flops(TINY) < 0.02e9
+
+
+def _losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+def test_tiny_training_run_lowers_the_loss(video_dir, tmp_path):
+    run = tmp_path / "run"
+    summary = vq_train.main(["--data", str(video_dir), "--run-dir", str(run), "--preset", "tiny",
+                             "--max-steps", "24", "--lr", "3e-3", "--num-threads", "1"])
+    assert summary["step"] == 24
+    losses = _losses(run)
+    first = np.mean([losses[s] for s in (1, 2, 3)])
+    last = np.mean([losses[s] for s in (22, 23, 24)])
+    assert last < 0.85 * first, (first, last)
+    for name in ("config.json", "state.pt", "vqvae.pt", "images/step_0000020.png"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["codebook_size"] == 64
+    model = load_vqvae(run / "vqvae.pt")
+    assert model.encode(make_frames(1)).shape == (1, 18, 32)
+
+
+def test_resume_continues_exactly(video_dir, tmp_path):
+    common = ["--data", str(video_dir), "--preset", "tiny", "--ckpt-every", "2", "--num-threads", "1"]
+    vq_train.main(common + ["--run-dir", str(tmp_path / "a"), "--max-steps", "4"])
+    vq_train.main(common + ["--run-dir", str(tmp_path / "b"), "--max-steps", "2"])
+    with pytest.raises(SystemExit):  # an existing run is not overwritten silently
+        vq_train.main(common + ["--run-dir", str(tmp_path / "b"), "--max-steps", "4"])
+    vq_train.main(common + ["--run-dir", str(tmp_path / "b"), "--max-steps", "4", "--resume"])
+    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert sorted(b) == [1, 2, 3, 4]
+    assert a == b  # the tiny preset's learning rate is constant, so the schedule matches too
+    ma, mb = load_vqvae(tmp_path / "a" / "vqvae.pt"), load_vqvae(tmp_path / "b" / "vqvae.pt")
+    assert all(torch.equal(x, y) for x, y in zip(ma.state_dict().values(), mb.state_dict().values()))

@@ -1,0 +1,133 @@
+"""Frames for tokenizer training and evaluation, read straight from video folders.
+
+Any folder holding `*.mp4` files (GameFactory layout `DIR/video/*.mp4`, block-world output, MineRL
+`recording.mp4`) works: every mp4 below the given folders is a source. Frames are decoded with
+`video_io`, resized to the tokenizer's size with `video_io.resize` (area interpolation, as preprocess.py
+does) and kept in a uint8 pool in memory. When the pool holds every frame (block-world sized data) it is
+filled once; otherwise (real data: hours of video) a background thread keeps replacing random slots with
+frames of randomly chosen videos, so batches mix many videos without decoding per sample.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import video_io
+
+
+def find_videos(dirs: Sequence[str | Path]) -> list[Path]:
+    """Every *.mp4 below the folders (a folder may also be a single mp4 file), sorted; error if none."""
+    found: list[Path] = []
+    for d in dirs:
+        p = Path(d)
+        if p.is_file() and p.suffix == ".mp4":
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(q for q in p.rglob("*.mp4") if not q.name.startswith(".")))
+        else:
+            raise FileNotFoundError(f"{p}: no such folder or mp4 file")
+    if not found:
+        raise FileNotFoundError(f"no *.mp4 files under {', '.join(str(d) for d in dirs)}")
+    return found
+
+
+def load_video_frames(path: Path, size: tuple[int, int], stride: int = 1,
+                      max_frames: int | None = None) -> np.ndarray:
+    """Every `stride`-th frame of one video resized to size=(w, h): uint8 [N, h, w, 3]; VideoError if bad."""
+    frames = []
+    for i, f in enumerate(video_io.iter_frames(path)):
+        if i % stride:
+            continue
+        frames.append(video_io.resize(f, size))
+        if max_frames is not None and len(frames) >= max_frames:
+            break
+    return np.stack(frames)
+
+
+class FramePool:
+    """A uint8 [capacity, h, w, 3] pool of frames from many videos, sampled uniformly at random.
+
+    Bad videos are skipped and listed in `bad` (path, reason) so the caller can report them."""
+
+    def __init__(self, videos: Sequence[Path], size: tuple[int, int], capacity: int, stride: int = 1,
+                 seed: int = 0, refresh: bool = True) -> None:
+        self.videos = list(videos)
+        self.size = size
+        self.stride = stride
+        self.bad: list[tuple[str, str]] = []
+        self._rng = np.random.default_rng(seed)
+        chunks: list[np.ndarray] = []
+        total = 0
+        order = self._rng.permutation(len(self.videos))
+        for vi in order:
+            frames = self._load(self.videos[vi])
+            if frames is None:
+                continue
+            chunks.append(frames)
+            total += len(frames)
+            if total >= capacity:
+                break
+        if not chunks:
+            raise video_io.VideoError("no readable video among " + ", ".join(str(v) for v in self.videos[:5])
+                                      + (" ..." if len(self.videos) > 5 else ""))
+        self.frames = np.concatenate(chunks)[:capacity] if total > capacity else np.concatenate(chunks)
+        self.complete = total <= capacity and len(chunks) == len(self.videos) - len(self.bad)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if refresh and not self.complete:
+            # the pool holds a sample of the data: keep swapping in frames of other videos
+            self._thread = threading.Thread(target=self._refresh_loop, daemon=True)
+            self._thread.start()
+
+    def _load(self, path: Path) -> np.ndarray | None:
+        try:
+            return load_video_frames(path, self.size, self.stride)
+        except video_io.VideoError as e:
+            self.bad.append((str(path), str(e)))
+            return None
+
+    def _refresh_loop(self) -> None:
+        rng = np.random.default_rng(int(self._rng.integers(1 << 31)))
+        while not self._stop.is_set():
+            frames = self._load(self.videos[int(rng.integers(len(self.videos)))])
+            if frames is None:
+                continue
+            slots = rng.choice(len(self.frames), size=min(len(frames), len(self.frames)), replace=False)
+            self.frames[slots] = frames[: len(slots)]
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def sample(self, batch: int, rng: np.random.Generator) -> np.ndarray:
+        """uint8 [batch, h, w, 3] drawn uniformly (with replacement) from the pool."""
+        return self.frames[rng.integers(len(self.frames), size=batch)]
+
+
+def heldout_frames(videos: Sequence[Path], size: tuple[int, int], count: int,
+                   seed: int = 0) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """`count` frames spread evenly over all videos (same frames for the same inputs): uint8 [N, h, w, 3],
+    plus the (path, reason) list of videos that could not be read."""
+    per = max(1, -(-count // len(videos)))
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    bad: list[tuple[str, str]] = []
+    for v in videos:
+        try:
+            frames = load_video_frames(v, size)
+        except video_io.VideoError as e:
+            bad.append((str(v), str(e)))
+            continue
+        pick = np.sort(rng.choice(len(frames), size=min(per, len(frames)), replace=False))
+        out.append(frames[pick])
+    if not out:
+        raise video_io.VideoError("no readable video among the held-out data")
+    frames = np.concatenate(out)
+    if len(frames) > count:
+        frames = frames[np.sort(rng.choice(len(frames), size=count, replace=False))]
+    return frames, bad

@@ -1,0 +1,128 @@
+"""Evaluate a trained tokenizer on held-out video frames.
+
+    python -m vq_vae.evaluate --vqvae CKPT --data DIR [DIR ...] [--frames 512] [--out DIR]
+
+Reports PSNR, SSIM and LPIPS (AlexNet, real weights) between frames and their reconstructions
+decode_code(encode(frame)), codebook usage over all held-out frames (unique codes, perplexity), and
+writes `<out>/report.json` and `<out>/reconstructions.png` (originals over reconstructions). The metric
+functions are the repository's shared ones (metrics.py), so numbers compare with evaluate.py's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+
+import ckpt_io
+import config as config_mod
+import video_io
+import metrics
+from lpips_loader import load_lpips
+from vq_vae.checkpoint import load_vqvae, vqvae_identity
+from vq_vae.data import find_videos, heldout_frames
+from vq_vae.model import VQVAE
+from vq_vae.train import split_data_args, pick_device, recon_grid, write_png
+
+
+@dataclass
+class VQEvalConfig:
+    """Held-out evaluation of a tokenizer checkpoint."""
+
+    vqvae: str = ""
+    """Tokenizer checkpoint (vqvae.pt written by vq_vae.train)."""
+    data: tuple[str, ...] = ()
+    """Held-out folders (or mp4 files); every *.mp4 below them is used. `--data A B`."""
+    out: str = ""
+    """Folder for report.json and reconstructions.png (default: <checkpoint folder>/eval)."""
+    frames: int = 512
+    """Frames to evaluate, spread evenly over the videos."""
+    batch_size: int = 64
+    """Frames per encode/decode batch."""
+    grid_frames: int = 8
+    """Frames shown in the reconstruction grid."""
+    seed: int = 0
+    """Which frames are picked."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to run."""
+
+
+def codebook_usage(tokens: np.ndarray, codebook_size: int) -> dict[str, float]:
+    """Unique codes, their fraction of the codebook, and the perplexity of the code histogram."""
+    counts = np.bincount(tokens.reshape(-1), minlength=codebook_size).astype(np.float64)
+    p = counts / max(counts.sum(), 1.0)
+    nz = p[p > 0]
+    return {"unique_codes": int((counts > 0).sum()), "codebook_size": codebook_size,
+            "usage_fraction": float((counts > 0).sum() / codebook_size),
+            "perplexity": float(np.exp(-(nz * np.log(nz)).sum()))}
+
+
+@torch.no_grad()
+def reconstruct(model: VQVAE, frames: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames [N, H, W, 3] -> (uint8 reconstructions [N, H, W, 3], tokens int64 [N, h, w])."""
+    recs, toks = [], []
+    for i in range(0, len(frames), batch_size):
+        idx = model.encode(frames[i:i + batch_size])
+        recs.append(VQVAE.to_uint8(model.decode_code(idx)))
+        toks.append(idx.cpu().numpy())
+    return np.concatenate(recs), np.concatenate(toks)
+
+
+def evaluate(cfg: VQEvalConfig) -> dict[str, Any]:
+    if not cfg.vqvae:
+        raise config_mod.ConfigError("--vqvae CKPT is required")
+    if not cfg.data:
+        raise config_mod.ConfigError("--data needs at least one folder of held-out videos")
+    device = pick_device(cfg.device)
+    model = load_vqvae(cfg.vqvae, device=device)
+    size = (model.cfg.frame_width, model.cfg.frame_height)
+    videos = find_videos(cfg.data)
+    frames, bad = heldout_frames(videos, size, cfg.frames, cfg.seed)
+    t0 = time.perf_counter()
+    recs, tokens = reconstruct(model, frames, cfg.batch_size)
+    seconds = time.perf_counter() - t0
+    lp = metrics.lpips_distance(load_lpips("alex", device=device), frames, recs, device=device)
+    psnr, ssim = metrics.psnr(frames, recs), metrics.ssim(frames, recs)
+    report = {
+        "vqvae": str(cfg.vqvae), "vqvae_identity": vqvae_identity(cfg.vqvae),
+        "data": list(cfg.data), "videos": len(videos), "frames": int(len(frames)),
+        "psnr_db": float(psnr.mean()), "ssim": float(ssim.mean()), "lpips": float(lp.mean()),
+        "psnr_db_p10": float(np.percentile(psnr, 10)), "lpips_p90": float(np.percentile(lp, 90)),
+        **codebook_usage(tokens, model.codebook_size),
+        "encode_decode_frames_per_s": len(frames) / max(seconds, 1e-9), "device": str(device),
+        "skipped_videos": [{"path": p, "reason": r} for p, r in bad],
+        "config": config_mod.to_dict(cfg),
+    }
+    out = Path(cfg.out) if cfg.out else Path(cfg.vqvae).parent / "eval"
+    pick = np.linspace(0, len(frames) - 1, min(cfg.grid_frames, len(frames))).astype(int)
+    write_png(out / "reconstructions.png", recon_grid(frames[pick], recs[pick]))
+    ckpt_io.atomic_write_json(out / "report.json", report)
+    report["out"] = str(out)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    data, rest = split_data_args(argv)
+    cfg = config_mod.main_config(VQEvalConfig, argv=rest)
+    if data:
+        cfg = dataclasses.replace(cfg, data=tuple(data))
+    try:
+        report = evaluate(cfg)
+    except (ckpt_io.CheckpointError, FileNotFoundError, config_mod.ConfigError, video_io.VideoError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for path, why in (tuple(d.values()) for d in report["skipped_videos"]):
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    print(json.dumps({k: v for k, v in report.items() if k not in ("config", "skipped_videos")}, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
