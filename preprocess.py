@@ -398,7 +398,11 @@ def _manifest_entry(ep: Episode, out: Path, length: int, label: str, fps: float)
             "video": str(ep.video), "actions_file": str(ep.actions)}
 
 
-def _resumed_label(ep: Episode) -> str:
+def _resumed_label(ep: Episode, previous: dict[str, dict[str, Any]]) -> str:
+    """Manifest source label of an already finished shard: from the previous manifest, else by a look at
+    the action file (an interrupted run wrote no manifest)."""
+    if f"{ep.name}.npz" in previous:
+        return str(previous[f"{ep.name}.npz"].get("source", ep.source))
     if ep.source != "gamefactory":
         return ep.source
     try:
@@ -433,6 +437,10 @@ def run(cfg: PreprocessConfig, after_shard: Callable[[str], None] | None = None)
         for s in skipped:
             log(f"skip {s['file']}: {s['reason']}")
         mine = split_for_rank(episodes, d.rank, d.world)
+        try:
+            previous = {e["file"]: e for e in json.loads((out / "manifest.json").read_text())}
+        except (OSError, ValueError, TypeError, KeyError):
+            previous = {}
         entries: list[dict[str, Any]] = []
         ok: list[dict[str, Any]] = []
         resumed: list[str] = []
@@ -445,7 +453,7 @@ def run(cfg: PreprocessConfig, after_shard: Callable[[str], None] | None = None)
                 except ShardError as e:
                     log(f"re-encoding {ep.name}: {e}")
                 else:
-                    entries.append(_manifest_entry(ep, out, length, _resumed_label(ep), cfg.fps))
+                    entries.append(_manifest_entry(ep, out, length, _resumed_label(ep, previous), cfg.fps))
                     resumed.append(ep.name)
                     continue
             todo.append((len(todo), ep))
@@ -456,8 +464,9 @@ def run(cfg: PreprocessConfig, after_shard: Callable[[str], None] | None = None)
         t_work = time.perf_counter()
         parts: dict[int, list[np.ndarray]] = {}
         done = 0
+        tty = sys.stderr.isatty()
         bar = tqdm(total=None, unit="frame", unit_scale=True, desc=f"encode r{d.rank}" if d.world > 1
-                   else "encode", dynamic_ncols=True, disable=None)
+                   else "encode", dynamic_ncols=True, mininterval=0.5 if tty else 30.0)
         with Decoders(todo, s, cfg.workers) as decoders:
             while done < len(todo):
                 kind, i, payload = decoders.get()

@@ -105,12 +105,22 @@ def decode_only(data: str, cfg_pp, workers: int) -> tuple[int, float]:
 
 def main() -> None:
     cfg = main_config(BenchPreprocessConfig)
+    with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as tmp:
+        result = measure(cfg, Path(tmp))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if cfg.out:
+        from ckpt_io import atomic_write_text
+
+        atomic_write_text(cfg.out, text + "\n")
+
+
+def measure(cfg: BenchPreprocessConfig, tmp: Path) -> dict:
     import torch
 
     import preprocess
     from vq_vae import VQVAE, VQVAEConfig, save_vqvae
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
     data = cfg.data
     if not data:
         data = str(tmp / "data")
@@ -152,7 +162,7 @@ def main() -> None:
     t0 = time.perf_counter()
     enc(x)
     encode_fps = len(x) / (time.perf_counter() - t0)
-    result = {
+    return {
         "bench": "preprocess", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "device": preprocess.resolve_device(cfg.device),
@@ -166,12 +176,7 @@ def main() -> None:
         # 1.0 means decoding is fully hidden behind encoding (or the reverse): the stages overlap
         "pipeline_over_slowest_stage": round(max(whole) / min(max(decode), encode_fps), 3),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if cfg.out:
-        from ckpt_io import atomic_write_text
-
-        atomic_write_text(cfg.out, text + "\n")
+    return result
 
 
 if __name__ == "__main__":
