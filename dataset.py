@@ -163,6 +163,13 @@ class TokenWindowDataset(Dataset):
     def __len__(self) -> int:
         return int(self._cum[-1])
 
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers started with spawn get a pickled copy: re-map shards there instead of
+        # pickling the mapped arrays' contents.
+        state = dict(self.__dict__)
+        state["_shards"] = {}
+        return state
+
     def locate(self, index: int) -> tuple[int, int]:
         """Window index -> (file number, start frame)."""
         if not 0 <= index < len(self):

@@ -30,7 +30,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from actions import aggregate_intervals, from_gamefactory, from_minerl, from_vpt_line, noop, validate_raw
+from actions import (MINERL_KEYS, aggregate_intervals, from_gamefactory, from_minerl, from_vpt_line, noop,
+                     validate_raw)
 from video_io import VideoError, resize
 
 SOURCES: tuple[str, ...] = ("gamefactory", "minerl", "vpt")
@@ -199,7 +200,9 @@ def _gamefactory(ep: Episode) -> Aligned:
 def _minerl(ep: Episode, header_frames: int | None) -> Aligned:
     try:
         with np.load(ep.actions, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files if k.startswith("action$") or k == "reward"}
+            # only the numeric arrays we use: other members may be object arrays (pickles)
+            wanted = {"reward", "action$camera", *MINERL_KEYS.values()}
+            arrays = {k: z[k] for k in z.files if k in wanted}
     except (OSError, ValueError, EOFError) as e:
         raise SourceError(f"{ep.actions}: unreadable rendered.npz ({e})") from e
     try:

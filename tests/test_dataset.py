@@ -125,3 +125,15 @@ def test_sampler_resumes_exactly_with_dataloader_workers(shards):
     assert head + stream(resumed, 8) == full
     with pytest.raises(ValueError, match="seed"):
         WindowSampler(ds, 4, seed=2).load_state_dict(state)
+
+
+def test_pickled_dataset_does_not_carry_mapped_shards(shards):
+    import pickle
+
+    root, _ = shards
+    ds = TokenWindowDataset(root, 3)
+    first = ds[0]
+    blob = pickle.dumps(ds)
+    assert len(blob) < 4000  # no shard contents inside
+    again = pickle.loads(blob)[0]
+    assert all(torch.equal(first[k], again[k]) for k in ("tokens", "actions", "raw_actions"))
