@@ -429,10 +429,10 @@ def run(cfg: PreprocessConfig, after_shard: Callable[[str], None] | None = None)
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
+        episodes, problems = discover(cfg.data, cfg.source)
         enc = TokenEncoder(cfg.vqvae, resolve_device(cfg.device), cfg.batch_size, cfg.amp, size)
         meta = build_meta(cfg, enc)
         _prepare_out(cfg, out, meta, d)
-        episodes, problems = discover(cfg.data, cfg.source)
         skipped = [{"file": f, "reason": r} for f, r in problems] if d.rank == 0 else []
         for s in skipped:
             log(f"skip {s['file']}: {s['reason']}")
