@@ -43,8 +43,8 @@ class LiveBenchConfig:
     """Ticks run before measuring (allocation, torch.compile)."""
     device: str = "cpu"
     """cpu, cuda or auto."""
-    threads: int = 0
-    """torch intra-op threads (0: torch's default, the machine's cores)."""
+    threads: str = "1,2"
+    """Comma-separated torch intra-op thread counts to time (0: torch's default, the machine's cores)."""
     compile: bool = False
     """torch.compile the model step and the VQ decoder."""
     scale: int = 6
@@ -103,7 +103,7 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def bench_preset(name: str, cfg: LiveBenchConfig) -> dict[str, Any]:
+def bench_preset(name: str, cfg: LiveBenchConfig, threads: int) -> dict[str, Any]:
     from live_inference import LiveConfig, LiveSession, events_from_actions
     from model_convGru import analytic_step_flops
     from presets import preset_actions
@@ -112,6 +112,7 @@ def bench_preset(name: str, cfg: LiveBenchConfig) -> dict[str, Any]:
 
     from actions import noop
 
+    torch.set_num_threads(threads if threads > 0 else os.cpu_count() or 1)
     wm_cfg, vq_cfg = preset_configs(name)
     with tempfile.TemporaryDirectory() as tmp:
         wm_path, _ = write_random_checkpoints(tmp, wm_cfg, vq_cfg)
@@ -143,7 +144,8 @@ def bench_preset(name: str, cfg: LiveBenchConfig) -> dict[str, Any]:
     # the flop counter misses depthwise convs on some builds: take the larger of counted and analytic
     gflop = max(flops["total_gflop"], analytic["total_gflop"])
     return {
-        "preset": name, "device": str(bundle.device), "compile": cfg.compile, "frames": cfg.frames,
+        "preset": name, "device": str(bundle.device), "threads": torch.get_num_threads(), "compile": cfg.compile,
+        "frames": cfg.frames,
         "model_params_M": round(sum(p.numel() for p in bundle.model.parameters()) / 1e6, 3),
         "decoder_params_M": round(sum(p.numel() for p in bundle.vqvae.decoder.parameters()) / 1e6, 3),
         "latency_ms_median": {"model_step": model_ms, "vq_decode": decode_ms,
@@ -151,6 +153,10 @@ def bench_preset(name: str, cfg: LiveBenchConfig) -> dict[str, Any]:
         "latency_ms_p95": {"model_step": p95(session.model_ms), "vq_decode": p95(session.decode_ms),
                            "display": p95(session.display_ms), "tick": p95(session.tick_ms)},
         "fps_median_tick": round(1e3 / tick_ms, 1),
+        # process CPU time per tick: the wall time an unshared machine would need (1 thread; with more
+        # threads it also counts OpenMP spinning, so it over-estimates)
+        "tick_cpu_ms_median": med(session.tick_cpu_ms),
+        "fps_from_cpu_time": round(1e3 / med(session.tick_cpu_ms), 1),
         "fps_mean": round(1e3 * len(session.tick_ms[w0:]) / sum(session.tick_ms[w0:]), 1),
         "gflop_per_frame": {"counted": {k: round(v, 4) for k, v in flops.items()},
                             "analytic": {k: round(v, 4) for k, v in analytic.items()}},
@@ -162,18 +168,17 @@ def bench_preset(name: str, cfg: LiveBenchConfig) -> dict[str, Any]:
 
 def main() -> None:
     cfg = main_config(LiveBenchConfig)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     results = {
         "bench": "live", "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": _cpu_name(), "cores": os.cpu_count(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "weights": "random init at preset sizes",
+        "torch": torch.__version__, "weights": "random init at preset sizes",
         "note": "machine shared with other jobs; medians over the measured ticks",
         "results": [],
     }
     for name in [p.strip() for p in cfg.presets.split(",") if p.strip()]:
-        r = bench_preset(name, cfg)
-        results["results"].append(r)
-        print(json.dumps({k: v for k, v in r.items() if k not in ("model_config", "vqvae_config")}), flush=True)
+        for threads in [int(t) for t in cfg.threads.split(",") if t.strip()]:
+            r = bench_preset(name, cfg, threads)
+            results["results"].append(r)
+            print(json.dumps({k: v for k, v in r.items() if k not in ("model_config", "vqvae_config")}), flush=True)
     from ckpt_io import atomic_write_json
 
     atomic_write_json(cfg.out, results)
