@@ -11,7 +11,8 @@ timings). With --compare each frame is [model | ground truth] side by side (widt
     video:PATH.mp4[:START]   C frames of a video, encoded with the VQ-VAE (actions from a GameFactory JSON
                              beside it: ../metadata/<stem>.json or <stem>.json; no-ops otherwise)
     png:A.png[,B.png,...]    still frames, or png:DIR for every *.png in DIR (sorted); no-op actions between
-    blockworld:SEED          the block world's spawn frame for World(SEED), then C-1 no-op ticks
+    blockworld:SEED[:BIOME]  the block world's spawn frame for World(SEED) (in BIOME if given: plains,
+                             forest, desert, snow), then C-1 no-op ticks of the simulator
     (a bare path ending in .npz / .mp4 / .png, or a directory, is read as that kind)
 
 --actions:
@@ -25,7 +26,8 @@ timings). With --compare each frame is [model | ground truth] side by side (widt
                              (CSV: a header with the same names)
 
 Ground truth for --compare: the episode's own frames with --actions episode (shard frames are shown as the
-VQ-VAE's reconstruction of the true tokens), or the block-world oracle for blockworld contexts and any actions.
+VQ-VAE's reconstruction of the true tokens), or, for any actions, the block-world oracle: blockworld contexts
+and videos written by blockworld.generate (their JSON lets the simulator replay the episode).
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ class InferenceConfig:
     """VQ-VAE checkpoint replacing the one the world model records (empty: use the recorded one)."""
     context: str = ""
     """Where to start: shard:PATH.npz[:START], video:PATH.mp4[:START], png:A.png[,B.png] or png:DIR,
-    blockworld:SEED (see the top of --help)."""
+    blockworld:SEED[:BIOME] (see the top of --help)."""
     context_frames: int = 8
     """C: context frames warming the hidden state (shard, video and block-world contexts)."""
     actions: str = "episode"

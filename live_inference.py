@@ -56,8 +56,8 @@ class LiveConfig:
     vqvae: str = ""
     """VQ-VAE checkpoint replacing the one the world model records (empty: use the recorded one)."""
     context: str = ""
-    """Start: shard:PATH.npz[:START], video:PATH.mp4[:START], png:A.png[,B.png] or png:DIR, blockworld:SEED
-    (see inference.py --help)."""
+    """Start: shard:PATH.npz[:START], video:PATH.mp4[:START], png:A.png[,B.png] or png:DIR,
+    blockworld:SEED[:BIOME] (see inference.py --help)."""
     context_frames: int = 8
     """C: context frames warming the hidden state (shard, video and block-world contexts)."""
     scale: int = 6
@@ -515,7 +515,10 @@ class LiveSession:
     def finish(self, wall: float) -> dict:
         from rollout import summarize_ms
 
-        recorded = self.recorder.close() if self.recorder is not None else 0
+        try:
+            recorded = self.recorder.close() if self.recorder is not None else 0
+        finally:
+            self.pg.display.quit()
         if self.cfg.actions_out:
             from ckpt_io import atomic_write_json
             from presets import actions_to_entries
@@ -532,7 +535,6 @@ class LiveSession:
             "events": self.events_handled, "ignored_keys": self.ignored_keys, "quit": self.quit_reason,
             "device": self.device, "recorded_frames": recorded, "record": self.cfg.record or None,
         }
-        self.pg.display.quit()
         return summary
 
 

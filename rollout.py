@@ -19,8 +19,11 @@ Context specs (`load_context(spec, bundle, frames)`), for the scripts' --context
     video:PATH.mp4[:START]   C frames of a video, encoded with the VQ-VAE; a GameFactory metadata JSON
                              (../metadata/<stem>.json or <stem>.json) supplies the actions, else no-ops
     png:A.png[,B.png,...]    still frames (or a directory of *.png, sorted), encoded; no-op actions between
-    blockworld:SEED          a block-world start frame (spawn of World(SEED)), then C-1 no-op ticks from the
-                             simulator; the oracle renders the ground truth of any action sequence
+    blockworld:SEED[:BIOME]  a block-world start frame (spawn of World(SEED), in BIOME if given: plains,
+                             forest, desert, snow), then C-1 no-op ticks of the simulator; the oracle renders
+                             the ground truth of any action sequence
+A video of blockworld.generate (its JSON has a "blockworld" section) also gets the oracle, replayed to the
+last context frame, so --compare works with any actions there too.
 A bare path ending in .npz, .mp4 or .png (or a directory) is read as the matching kind.
 """
 from __future__ import annotations
@@ -464,7 +467,7 @@ class Context:
         """True frames for `actions` [N, 9]: from the oracle for any actions, else the episode's own
         frames when `actions` are its own. ValueError when neither is available."""
         n = len(actions)
-        if self.oracle is not None:
+        if self.oracle is not None and not (own_actions and self.truth is not None):
             return self.oracle(actions)
         if self.truth is None:
             raise ValueError(f"{self.source}: this context has no ground truth to compare with")
@@ -496,9 +499,9 @@ def parse_context_spec(spec: str) -> tuple[str, str, int]:
             rest, start = head, int(tail)
     if kind == "blockworld":
         try:
-            int(rest)
+            int(rest.partition(":")[0])
         except ValueError as e:
-            raise ValueError(f"context {spec!r}: blockworld:SEED needs an integer seed") from e
+            raise ValueError(f"context {spec!r}: blockworld:SEED[:BIOME] needs an integer seed") from e
     return kind, rest, start
 
 
@@ -539,20 +542,26 @@ def _shard_context(bundle: Bundle, path: Path, start: int, c: int, spec: str) ->
                    truth=lambda n: decode_tokens(bundle, future_tokens[:n]))
 
 
-def _gamefactory_actions(video: Path) -> tuple[np.ndarray | None, Path | None]:
+def _gamefactory_actions(video: Path) -> tuple[np.ndarray | None, Path | None, dict[str, Any]]:
     """Per-transition raw actions [F-1, 9] from a GameFactory JSON beside a video (entry str(i) produced
-    frame i), or (None, None)."""
+    frame i), its path and its content; (None, None, {}) when there is none."""
     for cand in (video.parent.parent / "metadata" / f"{video.stem}.json", video.with_suffix(".json")):
         if cand.is_file():
-            meta = json.loads(cand.read_text())
-            acts = meta.get("actions")
+            try:
+                meta = json.loads(cand.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{cand}: not valid JSON ({e})") from e
+            acts = meta.get("actions") if isinstance(meta, dict) else None
             if not isinstance(acts, dict):
                 raise ValueError(f"{cand}: no 'actions' dict")
-            n = max(int(k) for k in acts) if acts else 0
-            raw = np.stack([from_gamefactory(acts[str(i)]) if str(i) in acts else noop()
-                            for i in range(1, n + 1)]) if n else noop(0)
-            return raw, cand
-    return None, None
+            try:
+                n = max(int(k) for k in acts) if acts else 0
+                raw = np.stack([from_gamefactory(acts[str(i)]) if str(i) in acts else noop()
+                                for i in range(1, n + 1)]) if n else noop(0)
+            except ValueError as e:
+                raise ValueError(f"{cand}: {e}") from e
+            return raw, cand, meta
+    return None, None, {}
 
 
 def _video_context(bundle: Bundle, path: Path, start: int, c: int, spec: str) -> Context:
@@ -564,7 +573,7 @@ def _video_context(bundle: Bundle, path: Path, start: int, c: int, spec: str) ->
         raise ValueError(f"{path}: {c} context frames from {start} do not fit in {len(frames)} frames")
     if abs(info.fps - 16.0) > 0.5:
         print(f"note: {path} runs at {info.fps:g} fps; the model's tick is 16 Hz", file=sys.stderr)
-    raw, meta_path = _gamefactory_actions(path)
+    raw, meta_path, meta = _gamefactory_actions(path)
     ctx_frames = frames[start:start + c]
     future = frames[start + c:]
     if raw is None:
@@ -572,9 +581,25 @@ def _video_context(bundle: Bundle, path: Path, start: int, c: int, spec: str) ->
     if len(raw) < len(frames) - 1:
         raw = np.concatenate([raw, noop(len(frames) - 1 - len(raw))])
     raw = validate_raw(raw, str(meta_path))
+    oracle = None
+    if "blockworld" in meta:
+        # An episode of blockworld.generate: the simulator replays it to the last context frame, and from
+        # there renders the truth of any action sequence.
+        from blockworld import episode_start
+        from blockworld import rollout as oracle_rollout
+        from blockworld.oracle import rollout_states
+
+        try:
+            world, state = episode_start(meta)
+        except ValueError as e:
+            raise ValueError(f"{meta_path}: {e}") from e
+        states = rollout_states(world, state, raw[:start + c - 1])
+        end = states[-1] if states else state
+        size = bundle.frame_size
+        oracle = lambda actions: oracle_rollout(world, end, np.asarray(actions, np.float32), size)  # noqa: E731
     return Context(encode_frames(bundle, ctx_frames), raw[start:start + c - 1], spec,
                    episode_actions=raw[start + c - 1:len(frames) - 1], truth=lambda n: future[:n],
-                   frames=ctx_frames)
+                   oracle=oracle, frames=ctx_frames)
 
 
 def _png_context(bundle: Bundle, rest: str, spec: str) -> Context:
@@ -594,12 +619,16 @@ def _png_context(bundle: Bundle, rest: str, spec: str) -> Context:
     return Context(encode_frames(bundle, arr), noop(len(arr) - 1), spec, frames=arr)
 
 
-def _blockworld_context(bundle: Bundle, seed: int, c: int, spec: str) -> Context:
+def _blockworld_context(bundle: Bundle, rest: str, c: int, spec: str) -> Context:
     from blockworld import World, render, step
-    from blockworld.oracle import rollout as oracle_rollout
+    from blockworld import rollout as oracle_rollout
 
-    world = World(seed)
-    state = world.spawn(seed)
+    seed_text, _, biome = rest.partition(":")
+    world = World(int(seed_text))
+    try:
+        state = world.spawn(int(seed_text), biome=biome or None)
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"context {spec!r}: {e}") from e
     size = bundle.frame_size
     frames = [render(world, state, size=size)]
     acts = noop(c - 1)
@@ -625,7 +654,7 @@ def load_context(spec: str, bundle: Bundle, frames: int = 8) -> Context:
         return _video_context(bundle, Path(rest), start, frames, spec)
     if kind == "png":
         return _png_context(bundle, rest, spec)
-    return _blockworld_context(bundle, int(rest), frames, spec)
+    return _blockworld_context(bundle, rest, frames, spec)
 
 
 def resolve_actions(spec: str, ctx: Context, frames: int, seed: int = 0) -> tuple[np.ndarray, bool]:

@@ -12,6 +12,7 @@ import torch
 
 from actions import make_raw, to_gamefactory
 from inference import InferenceConfig, run, upscaled_path
+from presets import preset_actions
 from rollout import decode_tokens, load_bundle
 from test_rollout import tiny_pair, write_shard  # noqa: F401  (tiny_pair is a fixture)
 from video_io import probe, read_frames, write_mp4
@@ -116,3 +117,42 @@ def test_cli_help_documents_specs_and_errors_are_clean(tiny_pair, tmp_path: Path
     err = capsys.readouterr().err
     assert e.value.code == 2 and "no-such-script.json" in err and "Traceback" not in err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_blockworld_compare_renders_the_oracle_for_any_actions(tiny_pair, tmp_path: Path) -> None:  # noqa: F811
+    from blockworld import World, render, step
+    from blockworld import rollout as oracle_rollout
+
+    from actions import noop
+
+    wm, _, _ = tiny_pair
+    acts = preset_actions("walk-forward+turn-right-360", 4)
+    out = tmp_path / "bw.mp4"
+    run(InferenceConfig(model=str(wm), context="blockworld:5", context_frames=2, actions="walk-forward+turn-right-360",
+                        frames=4, compare=True, out=str(out), upscale=1, device="cpu"))
+    frames = read_frames(out)
+    assert frames.shape == (4, 72, 256, 3)
+    world = World(5)
+    state = step(world, world.spawn(5), noop())
+    truth = oracle_rollout(world, state, acts, (128, 72))
+    assert np.abs(frames[:, :, 128:].astype(int) - truth.astype(int)).mean() < 6
+    assert np.abs(frames[1, :, 128:].astype(int) - render(world, state, (128, 72)).astype(int)).mean() > 10
+
+
+def test_generated_blockworld_video_gets_the_oracle(tiny_pair, tmp_path: Path) -> None:  # noqa: F811
+    from blockworld.generate import GenerateConfig, write_episode
+
+    wm, _, _ = tiny_pair
+    write_episode(GenerateConfig(out=str(tmp_path / "bw"), episodes=1, seconds=1.0, seed=2), 0)
+    video = tmp_path / "bw" / "video" / "seed_2_part_0.mp4"
+    own = tmp_path / "own.mp4"
+    run(InferenceConfig(model=str(wm), context=f"video:{video}:3", context_frames=3, actions="episode", frames=5,
+                        compare=True, out=str(own), upscale=1, device="cpu"))
+    oracle = tmp_path / "oracle.mp4"
+    ctx_actions = tmp_path / "acts.json"
+    ctx_actions.write_text(json.dumps(json.loads(own.with_suffix(".json").read_text())["actions"]))
+    # the same actions given as a script: the truth now comes from the simulator replaying the episode
+    run(InferenceConfig(model=str(wm), context=f"video:{video}:3", context_frames=3, actions=str(ctx_actions),
+                        frames=5, compare=True, out=str(oracle), upscale=1, device="cpu"))
+    a, b = read_frames(own)[:, :, 128:], read_frames(oracle)[:, :, 128:]
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 6
