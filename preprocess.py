@@ -52,6 +52,11 @@ PARTS_DIR = ".parts"
 META_MATCH_KEYS = ("shard_format_version", "codebook_size", "grid", "fps", "frame_size",
                    "action_schema_version", "vqvae_identity", "skip_start_seconds")
 CHECK_LAGS = tuple(range(-3, 4))
+MIN_YAW_CHANGES = 3
+# the best lag's |r| must beat every other lag's by this factor to count as a clear estimate
+PEAK_RATIO = 1.5
+# phase-correlation peak height below which a frame pair's shift is not trusted
+MIN_PHASE_RESPONSE = 0.4
 
 
 @dataclass
@@ -489,7 +494,8 @@ def run(cfg: PreprocessConfig, after_shard: Callable[[str], None] | None = None)
                     entries.append(_manifest_entry(ep, out, len(tokens), payload["label"], cfg.fps))
                     ok.append({"name": ep.name, "video": str(ep.video), "source": payload["label"],
                                "source_fps": payload["source_fps"], "source_size": payload["source_size"],
-                               "source_frames": payload["source_frames"], "kept_frames": len(tokens)})
+                               "source_frames": payload["source_frames"], "kept_frames": len(tokens),
+                               "rank": d.rank})
                     stats["source_frames"] += payload["source_frames"]
                     stats["kept_frames"] += len(tokens)
                     if after_shard is not None:
@@ -570,35 +576,50 @@ def exit_status(cfg: PreprocessConfig, report: dict[str, Any]) -> int:
 # ----------------------------------------------------------------------------- --check
 
 def _phase_shifts(frames: np.ndarray) -> np.ndarray:
-    """Horizontal shift (pixels) from frame i-1 to frame i for i >= 1 (entry 0 is 0); greyscale [n, h, w]."""
+    """Horizontal shift (pixels) from frame i-1 to frame i for i >= 1, greyscale [n, h, w] in; entry 0 and
+    shifts whose phase-correlation peak is weak (not a clean translation: eye-height changes, parallax
+    while moving, lighting) are NaN and left out of the lag estimate."""
     import cv2
 
     f = frames.astype(np.float32)
     win = cv2.createHanningWindow((f.shape[2], f.shape[1]), cv2.CV_32F)
-    dx = np.zeros(len(f), dtype=np.float64)
+    dx = np.full(len(f), np.nan)
     for i in range(1, len(f)):
-        (sx, _sy), _resp = cv2.phaseCorrelate(f[i - 1], f[i], win)
-        dx[i] = sx
+        (sx, _sy), response = cv2.phaseCorrelate(f[i - 1], f[i], win)
+        if response >= MIN_PHASE_RESPONSE:
+            dx[i] = sx
     return dx
 
 
-def lag_correlations(motion: np.ndarray, yaw: np.ndarray, lags: tuple[int, ...] = CHECK_LAGS
-                     ) -> dict[int, float]:
-    """Pearson correlation of motion[i] (image motion into frame i) with yaw[i + lag] for each lag; NaN
-    where either side is constant. Both arrays are per aligned frame with entry 0 unused."""
-    n = len(motion)
-    out: dict[int, float] = {}
+def _changes(a: np.ndarray) -> np.ndarray:
+    """a[i] - a[i-1] for i >= 2 (entry 0 of a per-frame series is unused), NaN elsewhere."""
+    d = np.full(len(a), np.nan)
+    d[2:] = a[2:] - a[1:-1]
+    return d
+
+
+def lag_moments(motion: np.ndarray, yaw: np.ndarray, lags: tuple[int, ...] = CHECK_LAGS
+                ) -> dict[int, tuple[float, float, float]]:
+    """Centred cross and auto moments (sxy, sxx, syy) of the frame-to-frame *changes* of image motion
+    (motion[i]: into frame i) and of yaw[i + lag], per lag. Changes rather than levels: actions are held
+    for many frames, and held levels correlate at every lag alike; their changes peak at the true lag."""
+    dm, dy = _changes(np.asarray(motion, np.float64)), _changes(np.asarray(yaw, np.float64))
+    n = len(dm)
+    out: dict[int, tuple[float, float, float]] = {}
     for lag in lags:
-        i = np.arange(max(1, 1 - lag), min(n, n - lag))
-        if len(i) < 3:
-            out[lag] = float("nan")
-            continue
-        x, y = motion[i], yaw[i + lag]
-        if x.std() < 1e-9 or y.std() < 1e-9:
-            out[lag] = float("nan")
-            continue
-        out[lag] = float(np.corrcoef(x, y)[0, 1])
+        i = np.arange(max(0, -lag), min(n, n - lag))
+        x, y = dm[i], dy[i + lag]
+        ok = np.isfinite(x) & np.isfinite(y)
+        x, y = x[ok], y[ok]
+        if len(x):
+            x, y = x - x.mean(), y - y.mean()
+        out[lag] = (float(x @ y), float(x @ x), float(y @ y))
     return out
+
+
+def moments_to_corr(m: dict[int, tuple[float, float, float]]) -> dict[int, float]:
+    return {lag: sxy / math.sqrt(sxx * syy) if sxx > 1e-12 and syy > 1e-12 else float("nan")
+            for lag, (sxy, sxx, syy) in m.items()}
 
 
 def best_lag(corr: dict[int, float]) -> tuple[int | None, float]:
@@ -626,15 +647,19 @@ def check_episode(ep: Episode, s: DecodeSettings) -> dict[str, Any]:
         # phaseCorrelate's shift is how far the content moved; turning right (+yaw) moves it left.
         motion = -_phase_shifts(frames)
         yaw = al.actions[rel, RAW["yaw_deg"]].astype(np.float64)
-        corr = lag_correlations(motion, yaw)
-        lag, r = best_lag(corr)
+        moments = lag_moments(motion, yaw)
+        corr = moments_to_corr(moments)
+        yaw_changes = int((np.abs(np.diff(yaw[1:])) > 0.5).sum())
+        # a lag needs several camera changes to be measured; fewer gives a number, not an estimate
+        lag, r = best_lag(corr) if yaw_changes >= MIN_YAW_CHANGES else (None, float("nan"))
         try:
             kept = plan_kept_frames(al.frames, info.fps, s.fps, s.skip_start_seconds)
             resampled = resample_actions(al.actions, kept)
         except SourceError:
             resampled = np.zeros((0, len(RAW_FIELDS)), np.float32)
         return {"name": ep.name, "video": str(ep.video), "source": al.label, "frames": int(len(rel)),
-                "lag": lag, "corr": r, "corr_by_lag": corr, "actions": resampled}
+                "yaw_changes": yaw_changes, "lag": lag, "corr": r, "corr_by_lag": corr, "moments": moments,
+                "actions": resampled}
     except (SourceError, VideoError, OSError) as e:
         return {"name": ep.name, "video": str(ep.video), "error": str(e)}
 
@@ -690,28 +715,32 @@ def run_check(cfg: PreprocessConfig) -> dict[str, Any]:
     warnings: list[str] = []
     for r in good:
         if r["lag"] is None:
-            log(f"  {r['name']}: no camera motion, lag unknown")
+            log(f"  {r['name']}: {r['yaw_changes']} yaw changes, too few to measure the lag")
             continue
         log(f"  {r['name']}: best lag {r['lag']:+d} (r={r['corr']:.2f})")
         if r["lag"] != 0:
             warnings.append(f"{r['name']}: actions lag the frames by {r['lag']:+d}")
-    mean_corr: dict[int, float] = {}
-    for lag in CHECK_LAGS:
-        vals = [r["corr_by_lag"][lag] for r in good if math.isfinite(r["corr_by_lag"][lag])]
-        mean_corr[lag] = float(np.mean(vals)) if vals else float("nan")
-    overall, overall_r = best_lag(mean_corr)
+    # pooled over videos: each contributes in proportion to how much its camera changes
+    # pooled over videos: each contributes in proportion to how much its camera changes
+    pooled = {lag: tuple(sum(r["moments"][lag][k] for r in good) for k in range(3)) for lag in CHECK_LAGS}
+    pooled_corr = moments_to_corr(pooled)  # type: ignore[arg-type]
+    total_changes = sum(r["yaw_changes"] for r in good)
+    overall, overall_r = best_lag(pooled_corr) if total_changes >= MIN_YAW_CHANGES else (None, float("nan"))
     if overall is None:
-        log("overall: no video with camera motion; lag unknown")
+        log(f"overall: {total_changes} yaw changes in all videos, too few to measure the lag")
     else:
-        log(f"overall: best lag {overall:+d} (mean r={overall_r:.2f}; by lag "
-            + ", ".join(f"{k:+d}: {v:.2f}" for k, v in mean_corr.items() if math.isfinite(v)) + ")")
+        log(f"overall: best lag {overall:+d} (pooled r={overall_r:.2f} over {total_changes} yaw changes; by lag "
+            + ", ".join(f"{k:+d}: {v:.2f}" for k, v in pooled_corr.items() if math.isfinite(v)) + ")")
         if overall != 0:
             warnings.append(f"overall lag is {overall:+d}, not 0: frames and actions are misaligned")
         if overall_r < 0:
             warnings.append("image motion anti-correlates with yaw: the yaw sign looks inverted "
                             "(expected +yaw = turn right)")
-        if abs(overall_r) < 0.3:
-            warnings.append(f"weak correlation (|r|={abs(overall_r):.2f}): the lag estimate is uncertain")
+        runner_up = max((abs(v) for k, v in pooled_corr.items() if k != overall and math.isfinite(v)),
+                        default=0.0)
+        if abs(overall_r) < PEAK_RATIO * runner_up:
+            warnings.append(f"no clear peak (|r| {abs(overall_r):.2f} vs {runner_up:.2f} at another lag): "
+                            f"the lag estimate is uncertain")
     all_actions = np.concatenate([r["actions"] for r in good]) if good else np.zeros((0, 9), np.float32)
     stats = action_statistics(all_actions)
     log(f"action statistics over {stats['steps']} steps at {cfg.fps:g} fps:")
@@ -729,21 +758,28 @@ def run_check(cfg: PreprocessConfig) -> dict[str, Any]:
     for w in warnings:
         log(f"WARNING: {w}")
     report = {"data": cfg.check, "lags": list(CHECK_LAGS),
-              "videos": [{k: v for k, v in r.items() if k != "actions"} for r in results],
+              "videos": [{k: v for k, v in r.items() if k not in ("actions", "moments")} for r in results],
               "skipped": [{"file": f, "reason": r} for f, r in problems]
               + [{"file": r["video"], "reason": r["error"]} for r in results if "error" in r],
-              "overall_lag": overall, "overall_corr": overall_r, "mean_corr_by_lag": mean_corr,
+              "overall_lag": overall, "overall_corr": overall_r, "pooled_corr_by_lag": pooled_corr,
               "statistics": stats, "warnings": warnings}
     if cfg.out:
-        atomic_write_json(Path(cfg.out) / CHECK_REPORT, json.loads(json.dumps(report, default=_json_default)))
+        atomic_write_json(Path(cfg.out) / CHECK_REPORT, _jsonable(report))
         log(f"check report -> {Path(cfg.out) / CHECK_REPORT}")
     return report
 
 
-def _json_default(o: Any) -> Any:
+def _jsonable(o: Any) -> Any:
+    """Strict JSON: NaN/inf become null, numpy scalars plain numbers, dict keys strings."""
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
     if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
 
 
 def main(argv: list[str] | None = None) -> int:

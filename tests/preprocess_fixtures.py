@@ -195,3 +195,15 @@ def write_token_shards(root: Path, lengths: list[int], grid: tuple[int, int] = (
                                            "vqvae_identity": "test", "vqvae_path": "none"})
     atomic_write_json(root / "manifest.json", manifest)
     return out
+
+
+def inject_lag(json_path: Path, lag: int) -> None:
+    """Delay a GameFactory JSON's actions by `lag` frames: entry i gets what produced frame i - lag (the
+    first entries get a no-op), as a recorder that logs actions late would."""
+    doc = json.loads(json_path.read_text())
+    acts = doc["actions"]
+    n = len(acts)
+    still = {**acts["0"], "ws": 0, "ad": 0, "scs": 0, "yaw_delta": 0.0, "pitch_delta": 0.0}
+    doc["actions"] = {str(i): (acts[str(i - lag)] if i - lag >= 1 else still) if i else acts["0"]
+                      for i in range(n)}
+    json_path.write_text(json.dumps(doc))

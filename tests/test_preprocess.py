@@ -233,27 +233,75 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_ranks_split_videos_and_rank0_merges(tmp_path, vq):
+def test_torchrun_ranks_split_videos_and_rank0_merges(tmp_path, vq, monkeypatch):
+    """Two ranks as torchrun would start them: rank 1 a separate process, rank 0 this one."""
     vq_path, _ = vq
     data, out = tmp_path / "data", tmp_path / "out"
     for i in range(3):
         write_gamefactory(data, f"ep{i}", 20, i)
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "preprocess.py"), "--data", str(data), "--vqvae", str(vq_path),
-             "--out", str(out), "--skip-start-seconds", "0.5", "--device", "cpu"],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    report = json.loads((out / "preprocess_report.json").read_text())
+    env = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    rank1 = subprocess.Popen(
+        [sys.executable, str(ROOT / "preprocess.py"), "--data", str(data), "--vqvae", str(vq_path),
+         "--out", str(out), "--skip-start-seconds", "0.5", "--device", "cpu"],
+        env={**os.environ, **env, "RANK": "1", "LOCAL_RANK": "1", "OMP_NUM_THREADS": "1"}, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for key, value in {**env, "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        report = run(cfg_for(data, vq_path, out, skip_start_seconds=0.5, device="cpu"))
+    finally:
+        output = rank1.communicate(timeout=120)[0]
+    assert rank1.returncode == 0, output
     assert report["ranks"] == 2 and report["totals"]["videos_ok"] == 3
+    assert sorted(o["rank"] for o in report["ok"]) == [0, 1, 1]  # balanced by file size, 2 + 1 videos
     assert [e["file"] for e in json.loads((out / "manifest.json").read_text())] == \
         ["ep0.npz", "ep1.npz", "ep2.npz"]
     assert not (out / preprocess.PARTS_DIR).exists()
     ds = TokenWindowDataset(out, 4)
     assert len(ds) == 3 * (12 - 4 + 1)
+
+
+@pytest.fixture(scope="module")
+def blockworld_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("blockworld") / "bw"
+    subprocess.run([sys.executable, "-m", "blockworld.generate", "--out", str(out), "--episodes", "2",
+                    "--seconds", "4", "--seed", "0", "--size", "128x72"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    return out
+
+
+def test_blockworld_to_shards_to_windows(tmp_path, vq, blockworld_data):
+    vq_path, model = vq
+    out = tmp_path / "shards"
+    report = run(cfg_for(blockworld_data, vq_path, out, skip_start_seconds=1.0))
+    assert report["totals"]["videos_ok"] == 2 and not report["skipped"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(e["file"], e["length"], e["source"]) for e in manifest] == [
+        ("seed_0_part_0.npz", 48, "blockworld"), ("seed_0_part_1.npz", 48, "blockworld")]
+    s = shard(out, "seed_0_part_0")
+    doc = json.loads((blockworld_data / "metadata" / "seed_0_part_0.json").read_text())
+    want = np.stack([from_gamefactory(doc["actions"][str(i)]) for i in range(17, 64)])
+    np.testing.assert_allclose(s["actions"], want, rtol=1e-6)
+    frames = read_frames(blockworld_data / "video" / "seed_0_part_0.mp4")
+    np.testing.assert_array_equal(s["tokens"], model.encode(frames[s["frame_index"]]).numpy())
+    ds = TokenWindowDataset(out, 16)
+    assert len(ds) == 2 * (48 - 16 + 1)
+    item = ds[len(ds) - 1]
+    assert item["file"] == "seed_0_part_1.npz" and item["start"] == 32
+    np.testing.assert_array_equal(item["tokens"].numpy(), shard(out, "seed_0_part_1")["tokens"][32:48])
+
+
+def test_check_finds_lag_plus_one_on_blockworld(tmp_path, blockworld_data):
+    import shutil
+
+    from preprocess_fixtures import inject_lag
+
+    lagged = tmp_path / "lagged"
+    shutil.copytree(blockworld_data, lagged)
+    for path in (lagged / "metadata").glob("*.json"):
+        inject_lag(path, 1)
+    clean = run_check(PreprocessConfig(check=str(blockworld_data), skip_start_seconds=0.25))
+    late = run_check(PreprocessConfig(check=str(lagged), skip_start_seconds=0.25))
+    assert clean["overall_lag"] == 0 and late["overall_lag"] == 1
+    assert not [w for w in clean["warnings"] if "lag" in w or "peak" in w]
+    assert any("overall lag is +1" in w for w in late["warnings"])
