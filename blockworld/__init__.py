@@ -8,7 +8,7 @@
 """
 from .oracle import episode_start, rollout, rollout_states
 from .physics import TICKS_PER_SECOND, step
-from .render import DEFAULT_SIZE, RENDER_VERSION, render, render_with_depth
+from .renderer import DEFAULT_SIZE, RENDER_VERSION, render, render_with_depth
 from .state import PlayerState
 from .world import BIOMES, World
 

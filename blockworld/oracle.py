@@ -9,7 +9,7 @@ import numpy as np
 from actions import validate_raw
 
 from .physics import step
-from .render import DEFAULT_SIZE, RENDER_VERSION, render
+from .renderer import DEFAULT_SIZE, RENDER_VERSION, render
 from .state import PlayerState
 from .world import World
 

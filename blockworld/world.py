@@ -22,7 +22,7 @@ SEA = 24
 """The water surface is the plane y = SEA: water fills the air below it."""
 PAD_Y = 2
 TILE = 4
-"""Columns per side of the coarse tiles the renderer skips over (see render.coarse_skip)."""
+"""Columns per side of the coarse tiles the renderer skips over (see renderer.coarse_skip)."""
 """Air layers above HEIGHT in a Window, so rays leaving the top read air without a bounds check."""
 
 BIOMES: tuple[str, ...] = ("plains", "forest", "desert", "snow")
@@ -31,7 +31,7 @@ PLAINS, FOREST, DESERT, SNOW = range(4)
 _TREE_CELL = 4
 _TREE_MARGIN = 3
 # Chance that a 4x4 cell holds a tree (plains, forest, snow) or a cactus (desert).
-_FEATURE_P = np.array([0.035, 0.5, 0.1, 0.22])
+_FEATURE_P = np.array([0.035, 0.3, 0.1, 0.2])
 
 
 @dataclass
@@ -300,13 +300,14 @@ class World:
             np.random.default_rng(int(rng_or_seed))
         if biome is not None and biome not in BIOMES:
             raise ValueError(f"unknown biome {biome!r}; choose from {BIOMES}")
-        walkable = {B.GRASS, B.DIRT, B.STONE, B.SAND, B.SNOWY_GRASS, B.SANDSTONE, B.GRAVEL, B.SNOW}
+        # Start on the biome's own ground, below the mountain tops, like a player who just arrived.
+        natural = {B.GRASS, B.SAND, B.SNOWY_GRASS, B.SNOW}
         for _ in range(5000):
             x, z = (int(v) for v in rng.integers(-radius, radius, size=2))
             if biome is not None and self.biome_at(x, z) != biome:
                 continue
             y = self.surface_y(x, z)
-            if self.block(x, y, z) not in walkable or y < SEA:
+            if self.block(x, y, z) not in natural or not SEA <= y <= SEA + 14:
                 continue
             box = self.blocks_box(x - 1, y + 1, z - 1, 3, 3, 3)
             if (box != B.AIR).any():

@@ -51,7 +51,7 @@ CLOUD_CELL = 12.0
 _AXIS_SHADE = np.array([0.6, 1.0, 0.8], dtype=np.float32)
 _BOTTOM_SHADE = 0.5
 _COARSE_K = (2, 4, 6, 8)
-_ROUND_SPANS = (3.0, 4.0, 6.0, 8.0, 10.0, 12.0)
+_ROUND_SPANS = (1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 12.0)
 """Blocks of ray length examined per round of the trace (growing: the rays left are the long ones)."""
 
 # Biome colour of grass tops and oak leaves, relative to the plains colour baked into the textures.
