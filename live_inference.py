@@ -76,8 +76,10 @@ class LiveConfig:
     """Seed of the sampler; R (reset) re-seeds it."""
     device: str = "auto"
     """auto, cpu or cuda."""
-    threads: int = 0
-    """torch CPU threads (0: torch's default). On a busy machine 1 can beat 2: fewer OpenMP barrier stalls."""
+    threads: int = 1
+    """torch CPU threads (0: torch's default, one per core). 1 is the default because one small step per
+    frame gains little from more, and with anything else running OpenMP barriers stall (bench/live.py,
+    BENCHMARKS.md: 2 threads ran the laptop preset 4x slower than 1 on the shared 2-core machine)."""
     compile: bool = False
     """torch.compile the model step and the VQ decoder."""
     hud: bool = True
