@@ -10,7 +10,7 @@ from .oracle import episode_start, rollout, rollout_states
 from .physics import TICKS_PER_SECOND, step
 from .renderer import DEFAULT_SIZE, RENDER_VERSION, render, render_with_depth
 from .state import PlayerState
-from .world import BIOMES, World
+from .world import BIOMES, FlatWorld, World
 
-__all__ = ["World", "PlayerState", "render", "render_with_depth", "step", "rollout", "rollout_states",
+__all__ = ["World", "FlatWorld", "PlayerState", "render", "render_with_depth", "step", "rollout", "rollout_states",
            "episode_start", "BIOMES", "DEFAULT_SIZE", "RENDER_VERSION", "TICKS_PER_SECOND"]

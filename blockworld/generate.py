@@ -71,8 +71,10 @@ def episode_name(seed: int, part: int) -> str:
     return f"seed_{seed}_part_{part}"
 
 
-def episode_frames(cfg: GenerateConfig, part: int, meta: dict[str, Any]) -> Iterator[np.ndarray]:
-    """Simulate episode `part`, yielding its frames; fills `meta` (GameFactory JSON) as it goes."""
+def episode_frames(cfg: GenerateConfig, part: int, meta: dict[str, Any],
+                   raw_actions: list[np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """Simulate episode `part`, yielding its frames; fills `meta` (GameFactory JSON) as it goes and, if
+    given, `raw_actions` with the raw action [9] behind each frame (a no-op for frame 0)."""
     size = parse_size(cfg.size)
     n = int(round(cfg.seconds * TICKS_PER_SECOND))
     rng = np.random.default_rng([cfg.seed, part])
@@ -92,6 +94,8 @@ def episode_frames(cfg: GenerateConfig, part: int, meta: dict[str, Any]) -> Iter
             action = policy.next(state)
             state = step(world, state, action)
         actions[str(i)] = to_gamefactory(action, state.yaw, state.pitch, state.pos)
+        if raw_actions is not None:
+            raw_actions.append(action)
         yield render(world, state, size)
 
 

@@ -247,6 +247,13 @@ class World:
         out[:, ys < 0, :] = B.STONE
         return out
 
+    def set_block(self, x: int, y: int, z: int, block: int) -> None:
+        """Change one block (scenarios and tests; generated episodes never edit the world)."""
+        if not 0 <= y < HEIGHT:
+            raise ValueError(f"y={y} outside the world (0..{HEIGHT - 1})")
+        self.chunk(x // CHUNK, z // CHUNK)[x % CHUNK, z % CHUNK, y] = block
+        self._windows.clear()
+
     def block(self, x: int, y: int, z: int) -> int:
         if y < 0:
             return B.STONE
@@ -317,6 +324,18 @@ class World:
                                on_ground=True, in_water=False, sneak=0.0, tick=0)
         raise RuntimeError(f"World({self.seed}): no spawn point found"
                            + (f" in biome {biome!r}" if biome else ""))
+
+
+class FlatWorld(World):
+    """Flat grass at y = SEA (the top block) over stone, nothing else: a clean stage for physics tests
+    and scenarios built with set_block. Biomes still follow the seed (they only tint the grass)."""
+
+    def _generate_chunk(self, cx: int, cz: int) -> np.ndarray:
+        ids = np.zeros((CHUNK, CHUNK, HEIGHT), dtype=np.uint8)
+        ids[:, :, :SEA] = B.STONE
+        ids[:, :, SEA - 3:SEA] = B.DIRT
+        ids[:, :, SEA] = B.GRASS
+        return ids
 
 
 def _hash01(*v: int) -> float:
