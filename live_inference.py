@@ -30,6 +30,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -299,7 +300,7 @@ class LiveSession:
         self.size = (fw * cfg.scale, fh * cfg.scale)
         self.screen = pygame.display.set_mode(self.size)
         pygame.display.set_caption("Ochre - live world model (Esc frees the mouse, H HUD)")
-        self.font = pygame.font.Font(None, max(16, 4 * cfg.scale))
+        self.font = pygame.font.Font(None, 3 * cfg.scale + 4)
         self.rollout = Rollout(bundle, Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed))
         self.rollout.warmup(context.tokens, context.actions)
         self.context = context
@@ -320,6 +321,7 @@ class LiveSession:
         self.decode_ms: list[float] = []
         self.display_ms: list[float] = []
         self.tick_ms: list[float] = []
+        self.tick_starts: deque[float] = deque(maxlen=17)
         self.tick_cpu_ms: list[float] = []
         """CPU time of this process per tick: what a tick costs when the cores are not shared."""
         self.ticks = 0
@@ -405,6 +407,7 @@ class LiveSession:
     # -- one tick
     def tick(self) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
+        self.tick_starts.append(t0)
         for ev in self.pg.event.get():
             self.handle_event(ev)
         if not self.running:
@@ -439,20 +442,22 @@ class LiveSession:
 
     # -- display
     def fps_now(self) -> float:
-        recent = self.tick_ms[-16:]
-        return 1e3 / (sum(recent) / len(recent)) if recent else 0.0
+        """Frames shown per second over the last 16 ticks (tick starts, so waiting for the tick counts)."""
+        recent = self.tick_starts
+        return (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
     def hud_lines(self) -> list[str]:
         from presets import describe
 
-        m = self.model_ms[-1] if self.model_ms else 0.0
-        d = self.decode_ms[-1] if self.decode_ms else 0.0
-        lines = [f"{self.fps_now():5.1f} FPS  model {m:5.1f} ms  decode {d:5.1f} ms",
+        fps = self.fps_now()
+        lines = [(f"{fps:5.1f} FPS" if fps else "  -- FPS")
+                 + f"  model {self.rollout.step_ms:5.1f} ms  decode {self.rollout.decode_ms:5.1f} ms",
                  f"action {describe(self.last_action)}"]
         if self.paused:
             lines.append("PAUSED (P resumes)")
         if not self.captured:
             lines.append("mouse free: click to capture, Esc quits")
+        lines.append("WASD Space Shift Ctrl | Esc mouse  R reset  P pause  F12 shot  H hud")
         return lines
 
     def draw(self) -> None:
@@ -493,6 +498,7 @@ class LiveSession:
         for e in script:
             by_tick.setdefault(e.tick, []).append(e)
         period = 1.0 / self.cfg.tick_hz
+        self.draw()  # the context frame at once, not a black window during the first step
         start = time.perf_counter()
         deadline = start
         try:
