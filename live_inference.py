@@ -181,12 +181,12 @@ def events_from_actions(raw: np.ndarray, sensitivity: float) -> list[ScriptEvent
     return events
 
 
-def load_script(spec: str, sensitivity: float) -> tuple[list[ScriptEvent], int]:
-    """--script -> (events, length in ticks)."""
+def load_script(spec: str, sensitivity: float, frames: int = 0) -> tuple[list[ScriptEvent], int]:
+    """--script -> (events, length in ticks); a preset runs `frames` ticks (0: its default length)."""
     from presets import DEFAULT_PRESET_FRAMES, actions_from_entries, is_preset, load_action_script, preset_actions
 
     if is_preset(spec):
-        raw = preset_actions(spec, DEFAULT_PRESET_FRAMES)
+        raw = preset_actions(spec, frames or DEFAULT_PRESET_FRAMES)
         return events_from_actions(raw, sensitivity), len(raw)
     path = Path(spec)
     if not path.is_file():
@@ -294,11 +294,14 @@ class LiveSession:
             raise ValueError(f"--tick-hz must be > 0, got {cfg.tick_hz}")
         self.cfg = cfg
         self.pg = pygame
-        pygame.display.init()
-        pygame.font.init()
         fw, fh = bundle.frame_size
         self.size = (fw * cfg.scale, fh * cfg.scale)
-        self.screen = pygame.display.set_mode(self.size)
+        try:
+            pygame.display.init()
+            pygame.font.init()
+            self.screen = pygame.display.set_mode(self.size)
+        except pygame.error as e:
+            raise ValueError(f"cannot open a window ({e}); on a machine without a display use --headless") from e
         pygame.display.set_caption("Ochre - live world model (Esc frees the mouse, H HUD)")
         self.font = pygame.font.Font(None, 3 * cfg.scale + 4)
         self.rollout = Rollout(bundle, Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed))
@@ -562,7 +565,7 @@ def run(cfg: LiveConfig) -> dict:
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    script, length = load_script(cfg.script, cfg.sensitivity) if cfg.script else ([], 0)
+    script, length = load_script(cfg.script, cfg.sensitivity, cfg.frames) if cfg.script else ([], 0)
     bundle = load_bundle(cfg.model, cfg.vqvae or None, cfg.device, cfg.compile)
     ctx = load_context(cfg.context, bundle, cfg.context_frames)
     session = LiveSession(cfg, bundle, ctx)

@@ -201,3 +201,12 @@ def test_cli_errors_are_one_clean_line(tmp_path: Path, monkeypatch: pytest.Monke
 def test_run_refuses_headless_without_input(tiny_pair) -> None:  # noqa: F811
     with pytest.raises(ValueError, match="--headless needs"):
         run(LiveConfig(model=str(tiny_pair[0]), context="blockworld:0", headless=True))
+
+
+def test_a_model_slower_than_the_tick_slows_the_game_and_drops_no_input(session_factory) -> None:
+    raw = preset_actions("turn-left-360+walk-forward", 12)
+    s = session_factory(tick_hz=1000.0)  # far faster than any model step: every tick runs late
+    summary = s.run(events_from_actions(raw, SENS), max_ticks=len(raw), paced=True)
+    assert summary["frames"] == summary["ticks"] == 12
+    assert summary["fps"] < 1000.0
+    assert np.stack(s.actions_log)[:, RAW["yaw_deg"]].sum() == pytest.approx(-360.0, abs=1e-3)
