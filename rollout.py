@@ -180,6 +180,7 @@ def check_compatible(model: torch.nn.Module, meta: Any, model_path: Path, vqvae:
 def load_bundle(model_ckpt: str | Path, vqvae_override: str | Path | None = None,
                 device: str | torch.device = "auto", compile: bool = False) -> Bundle:
     """Load a weights-only world model and the VQ-VAE it records (or `vqvae_override`), checked compatible."""
+    from ckpt_io import CheckpointError
     from vq_vae import load_vqvae, vqvae_identity
     from world_model_io import load_world_model
 
@@ -196,8 +197,11 @@ def load_bundle(model_ckpt: str | Path, vqvae_override: str | Path | None = None
     if not vq_path.is_file():
         raise IncompatibleError(f"VQ-VAE {vq_path} (recorded by world model {model_path}) not found; "
                                 f"pass --vqvae PATH")
-    vqvae = load_vqvae(vq_path, device=dev)
-    ident = vqvae_identity(vq_path)
+    try:
+        vqvae = load_vqvae(vq_path, device=dev)
+        ident = vqvae_identity(vq_path)
+    except CheckpointError as e:
+        raise IncompatibleError(f"VQ-VAE {vq_path} for world model {model_path}: {e}") from e
     check_compatible(model, meta, model_path, vqvae, vq_path, ident)
     model.eval()
     vqvae.eval()
@@ -517,6 +521,10 @@ def _shard_context(bundle: Bundle, path: Path, start: int, c: int, spec: str) ->
     meta_path = path.parent / "meta.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
+        schema = meta.get("action_schema_version")
+        if schema is not None and int(schema) != ACTION_SCHEMA_VERSION:
+            raise IncompatibleError(f"shard {path} (meta {meta_path}) stores actions of schema v{schema}, this "
+                                    f"code and world model {bundle.model_path} use v{ACTION_SCHEMA_VERSION}")
         ident = meta.get("vqvae_identity")
         if ident and ident != bundle.vqvae_identity:
             raise IncompatibleError(f"shard {path} (meta {meta_path}) was encoded by VQ-VAE identity {ident}, "

@@ -318,3 +318,16 @@ def test_shard_contexts_and_their_checks(tiny_pair, tmp_path: Path) -> None:
     assert str(other) in str(e.value) and str(b.vqvae_path) in str(e.value)
     with pytest.raises(ValueError, match="do not fit"):
         load_context(f"shard:{shard}:13", b, frames=4)
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    (tmp_path / "a" / "meta.json").write_text(json.dumps({**meta, "action_schema_version": 99}))
+    with pytest.raises(IncompatibleError, match="schema v99"):
+        load_context(f"shard:{shard}", b)
+
+
+def test_unreadable_vqvae_is_reported_with_the_world_model(tiny_pair, tmp_path: Path) -> None:
+    wm, _, _ = tiny_pair
+    junk = tmp_path / "junk_vqvae.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(IncompatibleError) as e:
+        load_bundle(wm, vqvae_override=junk, device="cpu")
+    assert str(junk) in str(e.value) and str(wm) in str(e.value)
