@@ -12,7 +12,6 @@ from the layer shapes) and the achieved GFLOP/s of step + decode.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from actions import RAW, RAW_DIM, ActionEncoding, make_raw
+from actions import RAW, RAW_DIM, ActionEncoding
 from presets import (DEFAULT_PRESET_FRAMES, PRESET_NAMES, actions_to_entries, is_preset, load_action_script,
                      preset_actions)
 from rollout import (IncompatibleError, Rollout, Sampling, decode_tokens, load_bundle, load_context,
