@@ -1,5 +1,1325 @@
-"""evaluate.py: fidelity, controllability and stability of a world model against baselines. Not implemented yet: see issue #6."""
+"""evaluate.py: fidelity, controllability and long-rollout stability of a world model, against baselines.
+
+    python evaluate.py --model CKPT --data preprocessed/NAME [--episodes N] [--context C] [--out DIR]
+                       [--quick] [--source-data DIR] [--device auto]
+
+Writes to --out: report.json (every number), report.md (the tables, each threshold stated), PNG plots
+(fidelity.png, controllability.png, stability.png, counterfactuals.png) and side-by-side mp4s (videos/).
+
+What is measured (the failure modes of the earlier iteration, ../shared/reference/project-ochre-changelog.md:
+ignored WASD, collapse to a grey-brown average, a flash every 5 frames, drift while idle):
+- Fidelity on held-out episodes (the world model's own validation split, read from its checkpoint): warm up
+  on C true frames, roll out autoregressively with the episode's actions, compare with the ground truth at
+  horizons 1, 4, 16, 64: PSNR, SSIM, LPIPS. The ground truth is the VQ-VAE decode of the true tokens (the
+  best any token model can draw), so the numbers measure the world model, not the tokenizer. Teacher-forced
+  token accuracy. Baselines on the same clips in every table: copy-last-frame, and the model with its
+  future actions replaced by no-ops (the no-op encoding, not a zero vector). Delta-t PSNR (Genie): PSNR
+  with the true actions minus PSNR with another clip's actions.
+- Controllability from pixels (metrics.py, works on any dataset): yaw = horizontal shift per degree, pitch =
+  vertical shift per degree, forward/back = radial expansion/contraction of optical flow, jump = the scene
+  moving down then up, no-op = mean frame change while no input. Each as the model's response divided by
+  the ground truth's on the same clips (1.0 perfect, 0 = ignored). An inverse-dynamics judge (idm_judge.py,
+  trained on ground-truth frames of the training split, never the world model's own head) reads the
+  actions back from generated frames: camera-bin accuracy and per-key F1.
+- Counterfactuals on the block world (needs episodes written by blockworld.generate): from one start state,
+  each action preset through the oracle and through the model; PSNR/LPIPS against the oracle per preset
+  and the response ratios above.
+- Long-rollout stability: 60 s (960 frames) of scripted play and of no input: per-second codebook
+  diversity relative to the ground truth's, colour variance (grey collapse), the spectrum of the
+  frame-to-frame change (periodic flashing) and drift under no-op, each with its pass/fail threshold.
+
+--quick shrinks everything (2 episodes, horizons 1/4/16, 4 s of stability, a 60-step judge) to finish in
+about a minute on a CPU; its numbers are a smoke test, not a measurement.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+import torch
+
+import metrics as M
+from actions import RAW, RAW_DIM, noop
+
+TICK_HZ = 16.0
+
+# Pass/fail thresholds of the stability section (stated in the report).
+DIVERSITY_RANGE = (0.5, 2.0)
+"""Codebook diversity relative to the ground truth's, averaged over the last quarter of the rollout: below
+0.5 is collapse (few codes, blur or a memorised texture), above 2 is noise/shimmer."""
+GREY_THRESHOLD = 0.3
+"""Colour variance of the last second relative to the ground truth's: below this is a grey collapse."""
+DRIFT_ABS = 0.03
+"""Mean absolute pixel drift (0..1 units, ~8/255) from the last context frame after the whole no-op
+rollout, allowed on top of twice the ground truth's own drift."""
+FLASH_EXPLAINED = 0.5
+"""A periodic peak in the model's frame change is excused when the ground truth has at least this fraction
+of its amplitude at the same frequency (e.g. a scripted action that repeats)."""
+
+# Controllability: a ground-truth response smaller than this cannot be divided by (the ratio is omitted).
+RESPONSE_FLOORS = {"yaw": 0.05, "pitch": 0.05, "forward": 0.002, "back": 0.002, "strafe": 0.1, "jump": 0.5,
+                   "noop": 0.5 / 255}
+RESPONSE_ACTIONS = ("yaw", "pitch", "forward", "back", "strafe", "jump", "noop")
+JUMP_WINDOW = 10
+"""Frames after a jump press over which the vertical shift is accumulated (a jump lasts ~0.6 s)."""
+
+COUNTERFACTUAL_PRESETS = ("turn-right-360", "turn-left-360", "look-up-down", "walk-forward", "walk-back",
+                          "strafe-left", "strafe-right", "jump", "noop")
+QUICK_PRESETS = ("turn-right-360", "look-up-down", "walk-forward", "jump", "noop")
+# Scripted play for the stability rollouts: (preset, seconds), repeated to the requested length.
+STABILITY_SCRIPT = (("walk-forward", 2.0), ("turn-right-360", 1.5), ("walk-forward+jump", 2.0),
+                    ("look-up-down", 1.0), ("strafe-left", 1.0), ("turn-left-360", 1.5), ("walk-back", 1.0),
+                    ("noop", 1.5), ("random", 3.0))
+
+
+@dataclass
+class EvalConfig:
+    """evaluate.py options."""
+
+    model: str = ""
+    """World-model checkpoint (weights-only export, kind world_model)."""
+    data: str = ""
+    """Token shard folder (preprocess.py output) whose held-out episodes are evaluated."""
+    out: str = ""
+    """Output folder; empty = runs/eval/<model file stem>."""
+    source_data: str = ""
+    """Original block-world folder (metadata/*.json); only needed when the shards' manifest does not point
+    at the episodes' JSON files (counterfactuals re-create the episodes' start states from them)."""
+    vqvae: str = ""
+    """VQ-VAE checkpoint overriding the one the world model records."""
+    episodes: int = 8
+    """Held-out episodes used (at most)."""
+    clips_per_episode: int = 2
+    """Evaluation clips taken from each episode, evenly spaced."""
+    context: int = 8
+    """C: true frames the model is warmed up on before each rollout."""
+    horizons: tuple[int, ...] = (1, 4, 16, 64)
+    """Rollout horizons (frames) at which fidelity is reported; clips are C + max(horizons) frames long."""
+    val_fraction: float = -1.0
+    """Held-out fraction for dataset.split_files; negative = the one in the model's train_config."""
+    split_seed: int = -1
+    """Seed of the split; negative = the model's train_config seed."""
+    sampling: Literal["greedy", "temperature", "topk"] = "greedy"
+    """How rollout tokens are drawn from the logits."""
+    temperature: float = 1.0
+    """Sampling temperature (temperature / topk modes)."""
+    top_k: int = 0
+    """Codes kept per position in topk mode."""
+    stability_seconds: float = 60.0
+    """Length of the scripted-play and no-op stability rollouts."""
+    stability_episodes: int = 2
+    """Start states for the stability rollouts."""
+    counterfactual_frames: int = 48
+    """Frames per action preset in the counterfactual rollouts."""
+    counterfactual_starts: int = 2
+    """Block-world start states for counterfactuals."""
+    judge: str = ""
+    """Inverse-dynamics judge checkpoint; trained on the training split and cached there when missing.
+    Empty = <data>/idm_judge.pt."""
+    judge_steps: int = 1500
+    """Training steps when the judge has to be trained."""
+    lpips: bool = True
+    """Compute LPIPS (real AlexNet weights; reported as unavailable without them, never a random trunk)."""
+    videos: int = 3
+    """Side-by-side mp4s written for this many clips (and each counterfactual start)."""
+    batch_size: int = 16
+    """Rollouts run together."""
+    quick: bool = False
+    """Smoke-test sizes (about a minute on a CPU): see QUICK."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    seed: int = 0
+    """Seed for sampling and for the random-action baseline."""
+    wandb: Literal["offline", "online", "disabled"] = "disabled"
+    """Also log the summary and plots to wandb."""
+    wandb_project: str = "ochre"
+    """wandb project name."""
+
+
+QUICK: dict[str, Any] = dict(episodes=2, clips_per_episode=1, horizons=(1, 4, 16), stability_seconds=4.0,
+                             stability_episodes=1, counterfactual_frames=12, counterfactual_starts=1,
+                             judge_steps=60, videos=1, batch_size=8)
+"""--quick caps each of these options at this value (horizons: those not above 16)."""
+
+
+def apply_quick(cfg: EvalConfig) -> EvalConfig:
+    """The config with --quick's caps applied (no-op without --quick)."""
+    if not cfg.quick:
+        return cfg
+    kw: dict[str, Any] = {}
+    for k, v in QUICK.items():
+        cur = getattr(cfg, k)
+        if k == "horizons":
+            kw[k] = tuple(h for h in cur if h <= max(v)) or v
+        else:
+            kw[k] = min(cur, v)
+    return dataclasses.replace(cfg, **kw)
+
+
+# ----------------------------------------------------------------------------- predictors
+
+class Predictor:
+    """Something that continues token clips: the world model, or a baseline. Tokens are numpy int64."""
+
+    name = "predictor"
+
+    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
+                ) -> np.ndarray:
+        """ctx_tokens [B, C, h, w], ctx_actions [B, C-1, 9], future_actions [B, N, 9] -> [B, N, h, w];
+        frame n follows future action n (future_actions[:, 0] acts on the last context frame)."""
+        raise NotImplementedError
+
+    def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:
+        """Given true frames tokens [B, L, h, w] and actions [B, L-1, 9], the argmax prediction of each
+        frame t+1 from frames 0..t, for t = first..L-2 -> [B, L-1-first, h, w]."""
+        raise NotImplementedError
+
+
+class ModelPredictor(Predictor):
+    """The world model through rollout.rollout_batch (the same step() as training and play)."""
+
+    name = "model"
+
+    def __init__(self, bundle: Any, sampling: Any, batch_size: int) -> None:
+        self.bundle, self.sampling, self.batch_size = bundle, sampling, batch_size
+
+    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
+                ) -> np.ndarray:
+        from rollout import rollout_batch
+
+        out = []
+        for i in range(0, len(ctx_tokens), self.batch_size):
+            sl = slice(i, i + self.batch_size)
+            out.append(rollout_batch(self.bundle, ctx_tokens[sl], ctx_actions[sl], future_actions[sl],
+                                     self.sampling).cpu().numpy())
+        return np.concatenate(out)
+
+    @torch.inference_mode()
+    def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:
+        from rollout import autocast_for
+
+        b = self.bundle
+        out = []
+        for i in range(0, len(tokens), self.batch_size):
+            t = torch.from_numpy(tokens[i:i + self.batch_size]).to(b.device)  # [b, L, h, w]
+            enc = torch.from_numpy(b.encoding.encode(actions[i:i + self.batch_size])).to(b.device)
+            state = b.model.init_state(t.shape[0], b.device)
+            preds = []
+            # Step by step, keeping only the argmax: full teacher-forced logits [B, L, K, h, w] would not
+            # fit in memory for long clips.
+            with autocast_for(b.device):
+                for s in range(t.shape[1] - 1):
+                    logits, state = b.step_fn(t[:, s], enc[:, s], state)
+                    if s >= first:
+                        preds.append(logits.float().argmax(1))
+            out.append(torch.stack(preds, 1).cpu().numpy())
+        return np.concatenate(out)
+
+
+class CopyPredictor(Predictor):
+    """Copy-last-frame: every future frame is the last context frame."""
+
+    name = "copy"
+
+    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
+                ) -> np.ndarray:
+        n = future_actions.shape[1]
+        return np.repeat(ctx_tokens[:, -1:], n, axis=1)
+
+    def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:
+        return tokens[:, first:-1].copy()
+
+
+class ActionOverride(Predictor):
+    """Another predictor with its actions replaced: `future` maps the future actions [B, N, 9] of a
+    rollout; teacher forcing replaces every action the same way."""
+
+    def __init__(self, inner: Predictor, name: str, future: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.inner, self.name, self.future = inner, name, future
+
+    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
+                ) -> np.ndarray:
+        return self.inner.rollout(ctx_tokens, ctx_actions, self.future(future_actions))
+
+    def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:
+        return self.inner.teacher_forced(tokens, self.future(actions), first)
+
+
+def noop_actions(actions: np.ndarray) -> np.ndarray:
+    """Raw no-ops of the same shape (they encode to the no-op encoding: yaw/pitch 'none' bins set)."""
+    return np.zeros_like(actions)
+
+
+def other_clip_actions(actions: np.ndarray, seed: int) -> np.ndarray:
+    """Each clip gets another clip's actions [B, N, 9] (a random derangement); with one clip, its own
+    steps in a random order."""
+    rng = np.random.default_rng(seed)
+    b = actions.shape[0]
+    if b < 2:
+        return actions[:, rng.permutation(actions.shape[1])]
+    perm = rng.permutation(b)
+    return actions[np.roll(perm, 1)][np.argsort(perm)]
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclass
+class Clip:
+    tokens: np.ndarray
+    """int64 [C + N, h, w]: C context frames then N future frames."""
+    actions: np.ndarray
+    """raw float32 [C + N - 1, 9]; actions[i] is the action between frames i and i+1."""
+    file: str
+    start: int
+
+
+def heldout_files(root: Path, meta: dict[str, Any], cfg: EvalConfig) -> tuple[list[str], str]:
+    """The episodes the model did not train on: dataset.split_files with the model's own fraction and seed
+    (from its train_config unless overridden). Falls back to all files, saying so."""
+    from dataset import read_manifest, split_files
+
+    tc = meta.get("train_config") or {}
+    frac = cfg.val_fraction if cfg.val_fraction >= 0 else float(tc.get("val_fraction", 0.1))
+    seed = cfg.split_seed if cfg.split_seed >= 0 else int(tc.get("seed", 0))
+    _, val = split_files(root, frac, seed) if frac > 0 else ([], [])
+    same_data = Path(str(tc.get("data", ""))).resolve() == root.resolve() if tc.get("data") else None
+    note = f"held-out split of {root} (val_fraction {frac}, seed {seed})"
+    if same_data is False:
+        note += f"; the model was trained on {tc.get('data')}, so every episode here is unseen anyway"
+    if not val:
+        val = sorted(e["file"] for e in read_manifest(root))
+        note = f"all {len(val)} episodes of {root}: the split has no held-out episode (NOT held out)"
+    return val, note
+
+
+def load_clips(root: Path, files: Sequence[str], context: int, horizon: int, per_episode: int,
+               max_episodes: int) -> tuple[list[Clip], list[str]]:
+    """Clips of C + horizon frames, `per_episode` evenly spaced per episode; notes on skipped episodes."""
+    from dataset import open_shard
+
+    clips, notes, used = [], [], 0
+    length = context + horizon
+    for f in files:
+        if used >= max_episodes:
+            break
+        sh = open_shard(root / f)
+        k = len(sh["tokens"])
+        if k < length:
+            notes.append(f"{f}: {k} frames, shorter than a {length}-frame clip; skipped")
+            continue
+        starts = np.unique(np.linspace(0, k - length, per_episode).round().astype(int))
+        for s in starts:
+            clips.append(Clip(np.asarray(sh["tokens"][s:s + length]).astype(np.int64),
+                              np.asarray(sh["actions"][s:s + length - 1], np.float32), f, int(s)))
+        used += 1
+    return clips, notes
+
+
+def max_episode_length(root: Path, files: Sequence[str]) -> int:
+    from dataset import shard_length
+
+    return max((shard_length(root / f) for f in files), default=0)
+
+
+# ----------------------------------------------------------------------------- fidelity
+
+def summarize(values: np.ndarray) -> dict[str, float]:
+    """mean and standard error of the mean."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return {"mean": float("nan"), "sem": float("nan"), "n": 0}
+    sem = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+    return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
+
+
+def frame_metrics(pred: np.ndarray, truth: np.ndarray, lpips_net: Any, device: Any) -> dict[str, np.ndarray]:
+    """Per-clip, per-frame PSNR/SSIM/LPIPS of uint8 [B, N, H, W, 3] against the truth -> each [B, N]."""
+    b, n = pred.shape[:2]
+    flat_p = pred.reshape((b * n,) + pred.shape[2:])  # [B*N, H, W, 3]
+    flat_t = truth.reshape((b * n,) + truth.shape[2:])
+    out = {"psnr": M.psnr(flat_p, flat_t).reshape(b, n), "ssim": M.ssim(flat_p, flat_t).reshape(b, n)}
+    if lpips_net is not None:
+        out["lpips"] = M.lpips_distance(lpips_net, flat_p, flat_t, device=device).reshape(b, n)
+    return out
+
+
+def fidelity_tables(per_frame: dict[str, dict[str, np.ndarray]], horizons: Sequence[int]
+                    ) -> dict[str, Any]:
+    """{predictor: {metric: [B, N]}} -> {predictor: {metric: {h: summary at frame h}}}, the mean curves
+    over all N frames, and delta-t PSNR (model minus model with other clips' actions, per clip)."""
+    tables: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    for name, mets in per_frame.items():
+        tables[name] = {m: {str(h): summarize(v[:, h - 1]) for h in horizons} for m, v in mets.items()}
+        curves[name] = {m: np.nanmean(v, axis=0).tolist() for m, v in mets.items()}
+    delta = {}
+    if "model" in per_frame and "model_random_actions" in per_frame:
+        d = per_frame["model"]["psnr"] - per_frame["model_random_actions"]["psnr"]  # [B, N]
+        delta = {str(h): summarize(d[:, h - 1]) for h in horizons}
+    return {"tables": tables, "curves": curves, "delta_t_psnr": delta}
+
+
+# ----------------------------------------------------------------------------- controllability
+
+def pixel_measures(frames: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
+    """Motion measured in each transition of clips: frames uint8 [B, T+1, H, W, 3], actions [B, T, 9] ->
+    dx, dy [B, T] (phase correlation), change [B, T], expansion [B, T] (NaN where neither forward nor back
+    is held: optical flow is only computed where it is needed)."""
+    b, t = actions.shape[:2]
+    dx, dy, change = np.zeros((b, t)), np.zeros((b, t)), np.zeros((b, t))
+    exp = np.full((b, t), np.nan)
+    for i in range(b):
+        sh = M.shifts(frames[i])
+        dx[i], dy[i] = sh[:, 0], sh[:, 1]
+        change[i] = M.frame_change(frames[i])
+        for s in range(t):
+            if actions[i, s, RAW["forward"]] >= 0.5 or actions[i, s, RAW["back"]] >= 0.5:
+                exp[i, s] = M.radial_expansion(frames[i, s], frames[i, s + 1])
+    return {"dx": dx, "dy": dy, "change": change, "expansion": exp}
+
+
+def _masks(actions: np.ndarray) -> dict[str, np.ndarray]:
+    a = actions
+    yaw, pitch = a[..., RAW["yaw_deg"]], a[..., RAW["pitch_deg"]]
+    keys = a[..., 2:] >= 0.5
+    still_cam = (np.abs(yaw) < 0.5) & (np.abs(pitch) < 0.5)
+    fwd = (a[..., RAW["forward"]] >= 0.5) & (a[..., RAW["back"]] < 0.5)
+    back = (a[..., RAW["back"]] >= 0.5) & (a[..., RAW["forward"]] < 0.5)
+    left = (a[..., RAW["left"]] >= 0.5) & (a[..., RAW["right"]] < 0.5)
+    right = (a[..., RAW["right"]] >= 0.5) & (a[..., RAW["left"]] < 0.5)
+    return {"forward": fwd, "back": back, "strafe_left": left, "strafe_right": right,
+            "noop": still_cam & ~keys.any(-1)}
+
+
+def responses(meas: dict[str, np.ndarray], actions: np.ndarray) -> dict[str, float]:
+    """Per-action responses of one predictor on clips (see the module docstring for units and signs):
+    yaw and pitch in px per degree (positive = turns the commanded way), forward/back as the mean
+    expansion per frame while held (forward > 0, back < 0), strafe as the mean sideways scene shift per
+    frame against the step (px; strafing left moves the scene right, counted positive), jump as the mean
+    peak downward scene shift after a press (px), noop as the mean frame change while nothing is pressed."""
+    yaw, pitch = actions[..., RAW["yaw_deg"]], actions[..., RAW["pitch_deg"]]
+    m = _masks(actions)
+    out = {"yaw": M.response_slope(yaw, -meas["dx"]), "pitch": M.response_slope(pitch, -meas["dy"])}
+    for k in ("forward", "back"):
+        v = meas["expansion"][m[k]]
+        out[k] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    side = np.concatenate([meas["dx"][m["strafe_left"]], -meas["dx"][m["strafe_right"]]])
+    out["strafe"] = float(side.mean()) if side.size else float("nan")
+    jump = actions[..., RAW["jump"]] >= 0.5
+    profiles = []
+    for i in range(actions.shape[0]):
+        onsets = [s for s in range(actions.shape[1]) if jump[i, s] and (s == 0 or not jump[i, s - 1])]
+        profiles.append(M.jump_profile(meas["dy"][i], onsets, JUMP_WINDOW))
+    out["jump"] = M.jump_response(np.concatenate(profiles))[0] if profiles else float("nan")
+    nm = meas["change"][m["noop"]]
+    out["noop"] = float(nm.mean()) if nm.size else float("nan")
+    return out
+
+
+def response_table(resp: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """{predictor: responses} (with "truth") -> per action: truth, each predictor and its ratio to truth."""
+    truth = resp["truth"]
+    table: dict[str, Any] = {}
+    for action in RESPONSE_ACTIONS:
+        row: dict[str, Any] = {"truth": truth[action], "floor": RESPONSE_FLOORS[action]}
+        for name, r in resp.items():
+            if name == "truth":
+                continue
+            row[name] = r[action]
+            row[f"{name}_ratio"] = M.ratio(r[action], truth[action], RESPONSE_FLOORS[action])
+        table[action] = row
+    return table
+
+
+# ----------------------------------------------------------------------------- starts (block world)
+
+@dataclass
+class Start:
+    """Where counterfactual and stability rollouts begin: C context frames and, for block-world episodes,
+    the oracle that renders the truth of any action sequence from the last context frame."""
+
+    name: str
+    tokens: np.ndarray
+    """int64 [C, h, w]."""
+    actions: np.ndarray
+    """raw [C-1, 9]."""
+    oracle: Callable[[np.ndarray], np.ndarray] | None
+    """raw actions [N, 9] -> true frames uint8 [N, H, W, 3] (the frame after each action)."""
+
+
+def blockworld_starts(root: Path, files: Sequence[str], source_data: str, context: int, n: int,
+                      encode: Callable[[np.ndarray], np.ndarray], frame_size: tuple[int, int]
+                      ) -> tuple[list[Start], str]:
+    """Start states of held-out block-world episodes: blockworld.episode_start from each episode's metadata
+    JSON (the manifest's actions_file, else <source_data>/metadata/<stem>.json), then C-1 no-op ticks
+    through the simulator, rendered and encoded as the context. ([], reason) when unavailable."""
+    from dataset import read_manifest
+
+    try:
+        from blockworld import episode_start, render, step
+        from blockworld.oracle import rollout as oracle_rollout
+    except ImportError as e:
+        return [], f"block world unavailable ({e})"
+    entries = {e["file"]: e for e in read_manifest(root)}
+    starts: list[Start] = []
+    reasons: list[str] = []
+    for f in files:
+        if len(starts) >= n:
+            break
+        e = entries.get(f, {})
+        cands = []
+        if e.get("actions_file"):
+            cands.append(Path(e["actions_file"]))
+        stem = Path(str(e.get("video") or f)).stem
+        if source_data:
+            cands.append(Path(source_data) / "metadata" / f"{stem}.json")
+        path = next((c for c in cands if c.is_file()), None)
+        if path is None:
+            reasons.append(f"{f}: no episode JSON found (tried {[str(c) for c in cands] or 'nothing'}; "
+                           f"pass --source-data)")
+            continue
+        try:
+            world, state = episode_start(json.loads(path.read_text()))
+        except (ValueError, OSError) as err:
+            reasons.append(f"{path}: {err}")
+            continue
+        frames = [render(world, state, frame_size)]
+        acts = noop(context - 1)
+        for a in acts:
+            state = step(world, state, a)
+            frames.append(render(world, state, frame_size))
+        end = state
+
+        def oracle(actions: np.ndarray, world: Any = world, end: Any = end) -> np.ndarray:
+            return oracle_rollout(world, end, np.asarray(actions, np.float32), frame_size)
+
+        starts.append(Start(f"{stem}", encode(np.stack(frames)), acts, oracle))
+    return starts, "; ".join(reasons) if not starts else ""
+
+
+def clip_starts(clips: Sequence[Clip], context: int, n: int) -> list[Start]:
+    """Starts from the contexts of held-out clips (no oracle: only dataset statistics as reference)."""
+    return [Start(f"{c.file}@{c.start}", c.tokens[:context], c.actions[:context - 1], None) for c in clips[:n]]
+
+
+def scripted_play(n: int, seed: int) -> np.ndarray:
+    """STABILITY_SCRIPT repeated to n raw actions [n, 9]."""
+    from presets import preset_actions
+
+    parts, total, k = [], 0, 0
+    while total < n:
+        spec, secs = STABILITY_SCRIPT[k % len(STABILITY_SCRIPT)]
+        m = max(1, int(round(secs * TICK_HZ)))
+        parts.append(preset_actions(spec, m, seed=seed + k))
+        total += m
+        k += 1
+    return np.concatenate(parts)[:n]
+
+
+# ----------------------------------------------------------------------------- stability
+
+def stability_checks(model_tokens: np.ndarray, model_frames: np.ndarray, ref_tokens: np.ndarray | None,
+                     ref_frames: np.ndarray, ref_diversity: float | None, noop_frames: np.ndarray,
+                     noop_ref_frames: np.ndarray | None, last_context_frame: np.ndarray) -> dict[str, Any]:
+    """The four stability checks for one start (see the thresholds at the top of this file).
+
+    model_tokens [T, h, w] / model_frames [T, H, W, 3]: scripted play; ref_*: the oracle's truth for the
+    same actions (tokens of its VQ-VAE reconstruction), or held-out ground-truth frames with a scalar
+    per-second diversity when there is no oracle; noop_frames [T, H, W, 3]: the model under no input,
+    noop_ref_frames: the oracle's no-op truth (None without an oracle)."""
+    fps = TICK_HZ
+    div = M.codebook_diversity(model_tokens, fps)
+    ref_div = M.codebook_diversity(ref_tokens, fps) if ref_tokens is not None else \
+        np.full(len(div), float(ref_diversity))
+    rel = div / np.maximum(ref_div[:len(div)], 1e-9)
+    tail = rel[-max(1, len(rel) // 4):]
+    tail_mean = float(tail.mean())
+    diversity = {"per_second": div.tolist(), "reference_per_second": ref_div.tolist(),
+                 "relative_per_second": rel.tolist(), "relative_last_quarter": tail_mean,
+                 "range": list(DIVERSITY_RANGE),
+                 "pass": bool(DIVERSITY_RANGE[0] <= tail_mean <= DIVERSITY_RANGE[1])}
+    grey = M.grey_collapse(model_frames, ref_frames, fps, GREY_THRESHOLD)
+    grey["model_per_frame"] = M.colour_variance(model_frames).tolist()
+    grey["reference_per_frame"] = M.colour_variance(ref_frames).tolist()
+    grey["pass"] = not grey["collapsed"]
+    change = M.frame_change(model_frames)
+    ref_change = M.frame_change(ref_frames)
+    flash = M.periodic_flash(change)
+    ref_amp = M.spectrum_amplitude_at(ref_change, flash["frequency"]) if flash["frequency"] else 0.0
+    explained = bool(flash["flagged"] and ref_amp >= FLASH_EXPLAINED * flash["amplitude"])
+    freqs, power = M.change_spectrum(change)
+    rfreqs, rpower = M.change_spectrum(ref_change)
+    flashing = {**flash, "reference_amplitude": ref_amp, "explained_by_reference": explained,
+                "pass": bool(not flash["flagged"] or explained),
+                "spectrum": {"freq": freqs.tolist(), "power": power.tolist()},
+                "reference_spectrum": {"freq": rfreqs.tolist(), "power": rpower.tolist()}}
+    d = M.drift(noop_frames, last_context_frame)
+    last = float(d[-max(1, int(fps)):].mean())
+    ref_last = 0.0
+    ref_curve: list[float] = []
+    if noop_ref_frames is not None:
+        rd = M.drift(noop_ref_frames, last_context_frame)
+        ref_last, ref_curve = float(rd[-max(1, int(fps)):].mean()), rd.tolist()
+    limit = DRIFT_ABS + 2 * ref_last
+    drift = {"curve": d.tolist(), "reference_curve": ref_curve, "last_second": last,
+             "reference_last_second": ref_last, "limit": limit,
+             "mean_change_per_frame": float(M.frame_change(noop_frames).mean()) if len(noop_frames) > 1 else 0.0,
+             "pass": bool(last <= limit)}
+    return {"diversity": diversity, "grey": grey, "flashing": flashing, "noop_drift": drift}
+
+
+# ----------------------------------------------------------------------------- the evaluation
+
+class Evaluation:
+    """Holds the loaded pieces; each section method returns a JSON-ready dict."""
+
+    def __init__(self, cfg: EvalConfig, bundle: Any, model: Predictor | None = None) -> None:
+        from rollout import Sampling
+
+        self.cfg = cfg
+        self.bundle = bundle
+        self.device = bundle.device
+        self.sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed)
+        self.model = model or ModelPredictor(bundle, self.sampling, cfg.batch_size)
+        self.model.name = "model"
+        self.predictors: dict[str, Predictor] = {
+            "model": self.model,
+            "model_noop_actions": ActionOverride(self.model, "model_noop_actions", noop_actions),
+            "model_random_actions": ActionOverride(self.model, "model_random_actions",
+                                                   lambda a: other_clip_actions(a, cfg.seed)),
+            "copy": CopyPredictor(),
+        }
+        self.lpips_net, self.lpips_note = self._load_lpips()
+        self.timings: dict[str, float] = {}
+
+    def _load_lpips(self) -> tuple[Any, str]:
+        if not self.cfg.lpips:
+            return None, "LPIPS disabled (--lpips false)"
+        from lpips_loader import LPIPSWeightsError, load_lpips
+
+        try:
+            return load_lpips("alex", device=self.device), "LPIPS v0.1 AlexNet (real weights)"
+        except LPIPSWeightsError as e:
+            return None, f"LPIPS unavailable: {e}"
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        """tokens [..., h, w] -> uint8 frames [..., H, W, 3]."""
+        from rollout import decode_tokens
+
+        lead = tokens.shape[:-2]
+        flat = tokens.reshape((-1,) + tokens.shape[-2:])  # [N, h, w]
+        frames = decode_tokens(self.bundle, flat, batch_size=64)
+        return frames.reshape(lead + frames.shape[1:])
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        from rollout import encode_frames
+
+        return encode_frames(self.bundle, frames).cpu().numpy()
+
+    # ---- fidelity, controllability and judge on held-out clips
+    def clips_section(self, clips: list[Clip], judge: Any) -> dict[str, Any]:
+        cfg = self.cfg
+        c = cfg.context
+        n = max(cfg.horizons)
+        ctx = np.stack([cl.tokens[:c] for cl in clips])  # [B, C, h, w]
+        ctx_a = np.stack([cl.actions[:c - 1] for cl in clips])  # [B, C-1, 9]
+        fut_a = np.stack([cl.actions[c - 1:c - 1 + n] for cl in clips])  # [B, N, 9]
+        truth_tok = np.stack([cl.tokens[c:c + n] for cl in clips])  # [B, N, h, w]
+        t0 = time.perf_counter()
+        pred_tok = {name: p.rollout(ctx, ctx_a, fut_a) for name, p in self.predictors.items()}
+        self.timings["rollouts_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        truth = self.decode(truth_tok)  # [B, N, H, W, 3]
+        last_ctx = self.decode(ctx[:, -1])  # [B, H, W, 3]
+        frames = {name: self.decode(t) for name, t in pred_tok.items()}
+        self.timings["decode_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        per_frame = {name: frame_metrics(f, truth, self.lpips_net, self.device) for name, f in frames.items()}
+        fid = fidelity_tables(per_frame, cfg.horizons)
+        fid["token_accuracy_rollout"] = {name: {str(h): M.token_accuracy(t[:, h - 1], truth_tok[:, h - 1])
+                                                for h in cfg.horizons} for name, t in pred_tok.items()}
+        self.timings["fidelity_metrics_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        full_tok = np.stack([cl.tokens[:c + n] for cl in clips])
+        full_a = np.stack([cl.actions[:c + n - 1] for cl in clips])
+        tf = {}
+        for name in [n for n in ("model", "model_noop_actions", "copy") if n in self.predictors]:
+            pred = self.predictors[name].teacher_forced(full_tok, full_a, c - 1)
+            tf[name] = M.token_accuracy(pred, full_tok[:, c:])
+        fid["teacher_forced_token_accuracy"] = tf
+        self.timings["teacher_forced_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        seqs = {"truth": np.concatenate([last_ctx[:, None], truth], 1)}  # [B, N+1, H, W, 3]
+        for name, f in frames.items():
+            seqs[name] = np.concatenate([last_ctx[:, None], f], 1)
+        resp = {name: responses(pixel_measures(s, fut_a), fut_a) for name, s in seqs.items()
+                if name != "model_random_actions"}
+        control = {"responses": response_table(resp), "action_counts": {
+            k: int(v.sum()) for k, v in _masks(fut_a).items()}}
+        control["action_counts"].update(
+            yaw=int((np.abs(fut_a[..., RAW["yaw_deg"]]) >= 0.5).sum()),
+            pitch=int((np.abs(fut_a[..., RAW["pitch_deg"]]) >= 0.5).sum()),
+            jump=int((fut_a[..., RAW["jump"]] >= 0.5).sum()))
+        self.timings["controllability_s"] = time.perf_counter() - t0
+        if judge is not None:
+            t0 = time.perf_counter()
+            flat_a = fut_a.reshape(-1, RAW_DIM)
+            js = {}
+            for name, s in seqs.items():
+                preds = [judge.predict(s[i]) for i in range(len(s))]
+                merged = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
+                js[name] = _judge_row(merged, flat_a, judge)
+            control["judge"] = js
+            self.timings["judge_scoring_s"] = time.perf_counter() - t0
+        self._clip_frames = {"truth": truth, "last_ctx": last_ctx, "frames": frames, "actions": fut_a,
+                             "clips": clips}
+        return {"fidelity": fid, "controllability": control}
+
+    # ---- counterfactuals
+    def counterfactual_section(self, starts: list[Start]) -> dict[str, Any]:
+        cfg = self.cfg
+        presets = QUICK_PRESETS if cfg.quick else COUNTERFACTUAL_PRESETS
+        from presets import preset_actions
+
+        n = cfg.counterfactual_frames
+        acts = np.stack([preset_actions(p, n, seed=cfg.seed) for p in presets])  # [P, N, 9]
+        per_start = []
+        self._cf_frames = []
+        for st in starts:
+            p = len(presets)
+            ctx = np.repeat(st.tokens[None], p, 0)
+            ctx_a = np.repeat(st.actions[None], p, 0)
+            model_tok = self.model.rollout(ctx, ctx_a, acts)
+            copy_tok = CopyPredictor().rollout(ctx, ctx_a, acts)
+            model_f = self.decode(model_tok)  # [P, N, H, W, 3]
+            copy_f = self.decode(copy_tok)
+            oracle_raw = np.stack([st.oracle(a) for a in acts])  # [P, N, H, W, 3]
+            oracle_tok = self.encode(oracle_raw.reshape((-1,) + oracle_raw.shape[2:]))
+            oracle_f = self.decode(oracle_tok).reshape(oracle_raw.shape)  # the truth as the VQ-VAE draws it
+            last = self.decode(st.tokens[-1:])[0]
+            mm = frame_metrics(model_f, oracle_f, self.lpips_net, self.device)
+            cm = frame_metrics(copy_f, oracle_f, self.lpips_net, self.device)
+            rows = {}
+            for i, name in enumerate(presets):
+                seq_o = np.concatenate([last[None], oracle_f[i]])[None]
+                seq_m = np.concatenate([last[None], model_f[i]])[None]
+                ro = responses(pixel_measures(seq_o, acts[i:i + 1]), acts[i:i + 1])
+                rm = responses(pixel_measures(seq_m, acts[i:i + 1]), acts[i:i + 1])
+                key = _primary_response(name)
+                rows[name] = {"psnr": float(np.mean(mm["psnr"][i])), "ssim": float(np.mean(mm["ssim"][i])),
+                              "lpips": float(np.mean(mm["lpips"][i])) if "lpips" in mm else None,
+                              "copy_psnr": float(np.mean(cm["psnr"][i])),
+                              "copy_lpips": float(np.mean(cm["lpips"][i])) if "lpips" in cm else None,
+                              "response": key, "oracle_response": ro[key], "model_response": rm[key],
+                              "ratio": M.ratio(rm[key], ro[key], RESPONSE_FLOORS[key])}
+            per_start.append({"start": st.name, "presets": rows})
+            self._cf_frames.append((st.name, presets, oracle_f, model_f))
+        summary = {}
+        for name in presets:
+            vals = [s["presets"][name] for s in per_start]
+            summary[name] = {k: M.nanmean([v[k] for v in vals]) for k in
+                             ("psnr", "ssim", "lpips", "copy_psnr", "copy_lpips", "ratio")}
+            summary[name]["response"] = vals[0]["response"] if vals else None
+        return {"frames": n, "presets": list(presets), "per_start": per_start, "summary": summary,
+                "truth": "oracle frames re-encoded and decoded by the VQ-VAE"}
+
+    # ---- stability
+    def stability_section(self, starts: list[Start], ref_frames: np.ndarray, ref_diversity: float
+                          ) -> dict[str, Any]:
+        cfg = self.cfg
+        n = max(2, int(round(cfg.stability_seconds * TICK_HZ)))
+        script = scripted_play(n, cfg.seed)
+        b = len(starts)
+        ctx = np.stack([s.tokens for s in starts])
+        ctx_a = np.stack([s.actions for s in starts])
+        play_tok = self.model.rollout(ctx, ctx_a, np.repeat(script[None], b, 0))  # [B, n, h, w]
+        idle_tok = self.model.rollout(ctx, ctx_a, np.zeros((b, n, RAW_DIM), np.float32))
+        results = []
+        self._stab_frames = []
+        for i, st in enumerate(starts):
+            play_f = self.decode(play_tok[i])
+            idle_f = self.decode(idle_tok[i])
+            last = self.decode(st.tokens[-1:])[0]
+            if st.oracle is not None:
+                o_tok = self.encode(st.oracle(script))
+                o_f = self.decode(o_tok)
+                idle_o = self.decode(self.encode(st.oracle(np.zeros((n, RAW_DIM), np.float32))))
+                checks = stability_checks(play_tok[i], play_f, o_tok, o_f, None, idle_f, idle_o, last)
+                ref = "block-world oracle, same actions (VQ-VAE reconstruction)"
+            else:
+                o_f = None
+                checks = stability_checks(play_tok[i], play_f, None, ref_frames, ref_diversity, idle_f, None,
+                                          last)
+                ref = "held-out ground-truth clips (dataset statistics; no oracle for these actions)"
+            checks["reference"] = ref
+            checks["start"] = st.name
+            checks["pass"] = all(checks[k]["pass"] for k in ("diversity", "grey", "flashing", "noop_drift"))
+            results.append(checks)
+            self._stab_frames.append((st.name, play_f, o_f, idle_f))
+        return {"frames": n, "seconds": n / TICK_HZ, "script": [list(x) for x in STABILITY_SCRIPT],
+                "starts": results, "pass": all(r["pass"] for r in results),
+                "thresholds": {"diversity_relative_range": list(DIVERSITY_RANGE), "grey_relative_min": GREY_THRESHOLD,
+                               "drift_abs": DRIFT_ABS, "flash_explained_fraction": FLASH_EXPLAINED}}
+
+
+def _primary_response(preset: str) -> str:
+    """The response a counterfactual preset is meant to produce."""
+    for part, key in (("turn", "yaw"), ("look", "pitch"), ("walk-forward", "forward"), ("walk-back", "back"),
+                      ("strafe", "strafe"), ("jump", "jump")):
+        if part in preset:
+            return key
+    return "noop"
+
+
+def _judge_row(pred: dict[str, np.ndarray], raw: np.ndarray, judge: Any) -> dict[str, Any]:
+    from idm_judge import score
+
+    s = score(pred, raw, judge.encoding)
+    return {"camera_acc": s["camera_acc"], "yaw_acc": s["yaw_acc"], "pitch_acc": s["pitch_acc"],
+            "yaw_acc_turning": s["yaw_acc_turning"], "key_mean_f1": s["key_mean_f1"],
+            "key_f1": {k: v["f1"] for k, v in s["keys"].items()},
+            "key_acc": {k: v["accuracy"] for k, v in s["keys"].items()}, "n": s["n"]}
+
+
+# ----------------------------------------------------------------------------- judge
+
+def get_judge(cfg: EvalConfig, root: Path, bundle: Any, split: tuple[float, int]) -> tuple[Any, str]:
+    """Load the judge at cfg.judge (default <data>/idm_judge.pt) when it matches this VQ-VAE and split;
+    otherwise train it on the training split of the shards, decoded by the bundle's VQ-VAE, and cache it."""
+    import idm_judge
+
+    path = Path(cfg.judge) if cfg.judge else root / "idm_judge.pt"
+    if path.is_file():
+        judge = idm_judge.load_judge(path, device=bundle.device)
+        info = judge.info
+        if info.get("source") == "raw-video":
+            return judge, f"judge {path} (trained on raw video: its image domain differs from decoded tokens)"
+        if (info.get("vqvae_identity") == bundle.vqvae_identity
+                and info.get("val_fraction") == split[0] and info.get("split_seed") == split[1]
+                and Path(str(info.get("data", ""))).resolve() == root.resolve()):
+            return judge, f"judge {path} (cached)"
+        if cfg.judge:
+            raise ValueError(f"judge {path} was trained for other data, VQ-VAE or split ({info.get('data')}, "
+                             f"VQ-VAE {info.get('vqvae_identity')}, split {info.get('val_fraction')}/"
+                             f"{info.get('split_seed')}); delete it or pass another --judge")
+    t0 = time.perf_counter()
+    judge = idm_judge.train_from_shards(root, bundle.vqvae, bundle.vqvae_identity, bundle.encoding, split[0],
+                                        split[1], cfg.judge_steps, device=bundle.device, seed=cfg.seed)
+    idm_judge.save_judge(path, judge.net, judge.encoding, judge.info)
+    return judge, f"judge trained for {cfg.judge_steps} steps in {time.perf_counter() - t0:.0f} s, cached at {path}"
+
+
+# ----------------------------------------------------------------------------- outputs
+
+PRED_LABELS = {"model": "model", "model_noop_actions": "model, no-op actions",
+               "model_random_actions": "model, other clip's actions", "copy": "copy last frame",
+               "truth": "ground truth"}
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, bool):
+        return "PASS" if v else "FAIL"
+    if isinstance(v, (int, np.integer)):
+        return str(v)
+    return f"{v:.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r if isinstance(r, str) else _fmt(r) for r in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    from ckpt_io import atomic_write_text
+
+    r = report
+    md = [f"# Evaluation: {r['model']}", "",
+          f"Data: `{r['data']}` - {r['split']}. {r['n_clips']} clips, context {r['config']['context']} frames, "
+          f"sampling {r['config']['sampling']}. Device {r['device']}; {r['seconds']:.0f} s. "
+          f"{'**--quick: smoke-test sizes, not a measurement.**' if r['config']['quick'] else ''}", "",
+          "Ground truth in fidelity tables is the VQ-VAE decode of the true tokens (the best a token model can "
+          "draw). Baselines run on the same clips: *copy last frame*; *model, no-op actions* (future actions "
+          "replaced by no-ops); *model, other clip's actions* (for delta-t PSNR).", ""]
+    for note in r.get("notes", []):
+        md.append(f"- note: {note}")
+    md += ["", "## Summary", "", _table(["check", "value"], [[k, v] for k, v in r["summary"].items()]), ""]
+    if "fidelity" in r:
+        fid = r["fidelity"]
+        hs = list(fid["tables"]["model"]["psnr"].keys())
+        names = [n for n in ("model", "model_noop_actions", "model_random_actions", "copy") if n in fid["tables"]]
+        md += ["## Fidelity (held-out clips)", "", "![fidelity](fidelity.png)", ""]
+        rows = []
+        for metric in fid["tables"]["model"]:
+            better = "higher" if metric in ("psnr", "ssim") else "lower"
+            for h in hs:
+                rows.append([f"{metric.upper()} @ {h} ({better} is better)"] +
+                            [fid["tables"][n][metric][h]["mean"] for n in names])
+        for h in hs:
+            rows.append([f"token accuracy @ {h}"] + [fid["token_accuracy_rollout"][n][h] for n in names])
+        md.append(_table(["metric", *[PRED_LABELS[n] for n in names]], rows))
+        md += ["", "Teacher-forced token accuracy (each next frame from the true frames before it): "
+               + ", ".join(f"{PRED_LABELS[k]} {_fmt(v)}" for k, v in fid["teacher_forced_token_accuracy"].items()),
+               "", "Delta-t PSNR (true actions minus another clip's actions; > 0 means the actions help): "
+               + ", ".join(f"@{h}: {_fmt(v['mean'])} (±{_fmt(v['sem'])})" for h, v in fid["delta_t_psnr"].items()),
+               ""]
+    if "controllability" in r:
+        ctl = r["controllability"]
+        md += ["## Controllability from pixels", "", "![controllability](controllability.png)", "",
+               "Responses: yaw/pitch in px of scene shift per degree (positive = the camera turned the commanded "
+               "way: +yaw turns right and moves the scene left), forward/back = mean radial expansion of "
+               "optical flow per frame while held, jump = peak downward scene shift after a press (px), "
+               "no-op = mean frame change while nothing is pressed. Ratio = predictor / ground truth on the "
+               "same clips (1.0 perfect, 0 ignored; for no-op, above 1 is idle drift). '-' = the ground truth "
+               "shows no measurable response (below the floor) or the action never occurs.", ""]
+        names = [n for n in ("model", "model_noop_actions", "copy") if f"{n}_ratio" in next(iter(ctl["responses"].values()))]
+        rows = []
+        for action, row in ctl["responses"].items():
+            rows.append([action, ctl["action_counts"].get(action, 0), row["truth"]] +
+                        [row[n] for n in names] + [row[f"{n}_ratio"] for n in names])
+        md.append(_table(["action", "steps", "truth", *[PRED_LABELS[n] for n in names],
+                          *[f"ratio: {PRED_LABELS[n]}" for n in names]], rows))
+        if "judge" in ctl:
+            j = ctl["judge"]
+            keys = list(next(iter(j.values()))["key_f1"].keys())
+            md += ["", f"Inverse-dynamics judge ({r.get('judge_note', '')}) reading the commanded actions back "
+                   "from frames; the ground-truth row is the ceiling.", ""]
+            md.append(_table(["frames", "camera acc", "yaw acc", "pitch acc", "key mean F1", *[f"F1 {k}" for k in keys]],
+                             [[PRED_LABELS[n], v["camera_acc"], v["yaw_acc"], v["pitch_acc"], v["key_mean_f1"],
+                               *[v["key_f1"][k] for k in keys]] for n, v in j.items()]))
+        md.append("")
+    cf = r.get("counterfactuals", {})
+    md += ["## Counterfactuals on the block world", ""]
+    if cf.get("summary"):
+        md += [f"Each preset for {cf['frames']} frames from the same start through the oracle and the model; truth = "
+               f"{cf['truth']}.", "", "![counterfactuals](counterfactuals.png)", ""]
+        md.append(_table(["preset", "PSNR model", "PSNR copy", "LPIPS model", "LPIPS copy", "response", "ratio"],
+                         [[k, v["psnr"], v["copy_psnr"], v["lpips"], v["copy_lpips"], v["response"] or "-", v["ratio"]]
+                          for k, v in cf["summary"].items()]))
+    else:
+        md.append(f"Skipped: {cf.get('skipped', 'no block-world episodes')}")
+    md.append("")
+    st = r.get("stability")
+    if st:
+        th = st["thresholds"]
+        md += [f"## Long-rollout stability ({st['seconds']:.0f} s of scripted play and of no input)", "",
+               "![stability](stability.png)", "",
+               f"Thresholds: codebook diversity relative to the truth over the last quarter within "
+               f"[{th['diversity_relative_range'][0]}, {th['diversity_relative_range'][1]}]; colour variance of the "
+               f"last second >= {th['grey_relative_min']} of the truth's (grey collapse); no periodic peak in the "
+               f"frame-change spectrum (periods 2-10 frames) unless the truth has >= {th['flash_explained_fraction']} "
+               f"of its amplitude; no-op drift from the last context frame <= {th['drift_abs']} + 2x the truth's.",
+               ""]
+        rows = []
+        for s in st["starts"]:
+            fl = s["flashing"]
+            rows.append([s["start"], s["diversity"]["relative_last_quarter"], s["diversity"]["pass"],
+                         s["grey"]["relative"], s["grey"]["pass"],
+                         "rollout too short to judge" if not fl.get("judged", True) else
+                         f"{_fmt(fl['period'], 1)} / {_fmt(fl['relative_amplitude'], 2)}" if fl["period"] else "-",
+                         fl["pass"], s["noop_drift"]["last_second"], s["noop_drift"]["limit"], s["noop_drift"]["pass"],
+                         s["pass"]])
+        md.append(_table(["start", "diversity rel.", "", "colour var. rel.", "", "peak period / rel. amp.",
+                          "", "no-op drift", "limit", "", "all"], rows))
+        md += ["", "Reference per start: " + "; ".join(f"{s['start']}: {s['reference']}" for s in st["starts"]), ""]
+    if r.get("videos"):
+        md += ["## Videos", ""] + [f"- [{Path(v).name}](videos/{Path(v).name})" for v in r["videos"]] + [""]
+    md += ["## Timings", "", ", ".join(f"{k} {v:.1f}" for k, v in r.get("timings", {}).items()), ""]
+    atomic_write_text(path, "\n".join(md) + "\n")
+
+
+def _savefig(fig: Any, path: Path) -> None:
+    from ckpt_io import atomic_path
+
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+
+
+def plot_fidelity(fid: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(fid["curves"]["model"].keys())
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
+    for ax, m in zip(np.atleast_1d(axes), metrics):
+        for name, style in (("model", "-"), ("model_noop_actions", "--"), ("model_random_actions", ":"),
+                            ("copy", "-.")):
+            if name in fid["curves"]:
+                y = np.asarray(fid["curves"][name][m])
+                ax.plot(np.arange(1, len(y) + 1), y, style, label=PRED_LABELS[name])
+        ax.set_xscale("log")
+        ax.set_xlabel("rollout horizon (frames)")
+        ax.set_title(m.upper() + (" (higher is better)" if m in ("psnr", "ssim") else " (lower is better)"))
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.suptitle("Fidelity on held-out clips vs VQ-VAE-decoded ground truth")
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def plot_controllability(ctl: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_judge = "judge" in ctl
+    fig, axes = plt.subplots(1, 2 if has_judge else 1, figsize=(11 if has_judge else 6, 3.6))
+    axes = np.atleast_1d(axes)
+    actions = list(ctl["responses"].keys())
+    x = np.arange(len(actions))
+    names = [n for n in ("model", "model_noop_actions", "copy") if f"{n}_ratio" in ctl["responses"][actions[0]]]
+    for k, name in enumerate(names):
+        vals = [ctl["responses"][a][f"{name}_ratio"] for a in actions]
+        vals = [np.nan if v is None else v for v in vals]
+        axes[0].bar(x + (k - 1) * 0.27, vals, 0.27, label=PRED_LABELS[name])
+    axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
+    axes[0].set_xticks(x, actions)
+    axes[0].set_ylabel("response / ground truth")
+    axes[0].set_title("Pixel response ratios (1 = perfect, 0 = ignored)")
+    axes[0].legend(fontsize=8)
+    if has_judge:
+        j = ctl["judge"]
+        cols = ["camera_acc", "yaw_acc", "pitch_acc", "key_mean_f1"]
+        xs = np.arange(len(cols))
+        for k, (name, row) in enumerate(j.items()):
+            axes[1].bar(xs + (k - len(j) / 2 + 0.5) * 0.8 / len(j), [row[c] for c in cols], 0.8 / len(j),
+                        label=PRED_LABELS.get(name, name))
+        axes[1].set_xticks(xs, ["camera acc", "yaw acc", "pitch acc", "key F1"])
+        axes[1].set_ylim(0, 1)
+        axes[1].set_title("Inverse-dynamics judge")
+        axes[1].legend(fontsize=7)
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def plot_stability(st: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    for s in st["starts"]:
+        lbl = s["start"][:24]
+        d = s["diversity"]
+        axes[0].plot(np.arange(1, len(d["relative_per_second"]) + 1), d["relative_per_second"], label=lbl)
+        g = s["grey"]
+        t = np.arange(len(g["model_per_frame"])) / TICK_HZ
+        axes[1].plot(t, g["model_per_frame"], label=f"{lbl} model")
+        axes[1].axhline(g["reference_variance"], ls="--", lw=0.8, color=axes[1].lines[-1].get_color())
+        f = s["flashing"]
+        fr, pw = np.asarray(f["spectrum"]["freq"]), np.asarray(f["spectrum"]["power"])
+        if len(fr) > 1:
+            axes[2].semilogy(1 / np.maximum(fr[1:], 1e-9), pw[1:] + 1e-12, label=f"{lbl} model")
+            rf, rp = np.asarray(f["reference_spectrum"]["freq"]), np.asarray(f["reference_spectrum"]["power"])
+            if len(rf) > 1:
+                axes[2].semilogy(1 / np.maximum(rf[1:], 1e-9), rp[1:] + 1e-12, ls="--", label=f"{lbl} truth")
+        dr = s["noop_drift"]
+        axes[3].plot(np.arange(1, len(dr["curve"]) + 1) / TICK_HZ, dr["curve"], label=f"{lbl} model")
+        if dr["reference_curve"]:
+            axes[3].plot(np.arange(1, len(dr["reference_curve"]) + 1) / TICK_HZ, dr["reference_curve"], ls="--",
+                         label=f"{lbl} truth")
+        axes[3].axhline(dr["limit"], color="r", lw=0.8)
+    lo, hi = st["thresholds"]["diversity_relative_range"]
+    axes[0].axhspan(lo, hi, color="g", alpha=0.08)
+    axes[0].set(title="codebook diversity / truth's", xlabel="second")
+    axes[1].set(title="colour variance (dashed: truth mean)", xlabel="s")
+    axes[2].set(title="spectrum of frame change", xlabel="period (frames)", xlim=(2, 20))
+    axes[2].axvline(5, color="grey", lw=0.6, ls=":")
+    axes[3].set(title="no-op drift from last context frame", xlabel="s")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def plot_counterfactuals(cf_frames: list[tuple[str, Sequence[str], np.ndarray, np.ndarray]], path: Path) -> None:
+    """Contact sheet of the first start: per preset, oracle and model at four times."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name, presets, oracle_f, model_f = cf_frames[0]
+    n = oracle_f.shape[1]
+    times = sorted({max(0, int(round(x))) for x in np.linspace(0, n - 1, 4)})
+    fig, axes = plt.subplots(len(presets), 2 * len(times), figsize=(2.0 * 2 * len(times), 1.25 * len(presets)),
+                             squeeze=False)
+    for i, p in enumerate(presets):
+        for j, t in enumerate(times):
+            for k, (src, label) in enumerate(((oracle_f, "oracle"), (model_f, "model"))):
+                ax = axes[i, 2 * j + k]
+                ax.imshow(src[i, t])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(f"{label} t={t + 1}", fontsize=8)
+            if j == 0:
+                axes[i, 0].set_ylabel(p, fontsize=7)
+    fig.suptitle(f"Counterfactuals from {name}: oracle vs model")
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def _label(frame: np.ndarray, text: str, bottom: bool = False) -> np.ndarray:
+    """The frame with white-on-black text in its top (or bottom) left corner."""
+    import cv2
+
+    out = frame.copy()
+    org = (4, out.shape[0] - 5) if bottom else (4, 12)
+    cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 2, cv2.LINE_AA)
+    cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def write_videos(ev: Evaluation, out: Path) -> list[str]:
+    """Side by side (2x): truth | model | model with no-op actions | copy, for the first clips; oracle vs
+    model per preset for each counterfactual start; scripted play (model | oracle) for stability."""
+    from presets import describe
+    from video_io import upscale_nearest, write_mp4
+
+    written = []
+    vdir = out / "videos"
+    cf = getattr(ev, "_clip_frames", None)
+    if cf is not None:
+        for i in range(min(ev.cfg.videos, len(cf["clips"]))):
+            panels = [("truth", cf["truth"][i])] + [(PRED_LABELS[n], cf["frames"][n][i])
+                                                    for n in ("model", "model_noop_actions", "copy")]
+            frames = []
+            for t in range(panels[0][1].shape[0]):
+                row = np.concatenate([_label(upscale_nearest(p[t], 2), lbl) for lbl, p in panels], axis=1)
+                frames.append(_label(row, describe(cf["actions"][i, t]), bottom=True))
+            p = vdir / f"clip_{i}.mp4"
+            write_mp4(p, frames, TICK_HZ)
+            written.append(str(p))
+    for k, (name, presets, oracle_f, model_f) in enumerate(getattr(ev, "_cf_frames", [])[:ev.cfg.videos]):
+        frames = []
+        for t in range(oracle_f.shape[1]):
+            rows = [np.concatenate([_label(oracle_f[i, t], f"oracle {p}"), _label(model_f[i, t], "model")], 1)
+                    for i, p in enumerate(presets)]
+            frames.append(np.concatenate(rows, 0))
+        p = vdir / f"counterfactual_{k}.mp4"
+        write_mp4(p, frames, TICK_HZ)
+        written.append(str(p))
+    for k, (name, play_f, oracle_f, idle_f) in enumerate(getattr(ev, "_stab_frames", [])[:ev.cfg.videos]):
+        frames = []
+        for t in range(play_f.shape[0]):
+            panels = [_label(play_f[t], "model, scripted")]
+            if oracle_f is not None:
+                panels.append(_label(oracle_f[t], "oracle"))
+            panels.append(_label(idle_f[t], "model, no input"))
+            frames.append(np.concatenate(panels, 1))
+        p = vdir / f"stability_{k}.mp4"
+        write_mp4(p, frames, TICK_HZ)
+        written.append(str(p))
+    return written
+
+
+def summary_of(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a report (also the wandb summary)."""
+    s: dict[str, Any] = {}
+    fid = report.get("fidelity")
+    if fid:
+        hs = list(fid["tables"]["model"]["psnr"].keys())
+        h = "16" if "16" in hs else hs[-1]
+        for n in ("model", "model_noop_actions", "copy"):
+            s[f"PSNR@{h} {PRED_LABELS[n]}"] = fid["tables"][n]["psnr"][h]["mean"]
+        if "lpips" in fid["tables"]["model"]:
+            for n in ("model", "copy"):
+                s[f"LPIPS@{h} {PRED_LABELS[n]}"] = fid["tables"][n]["lpips"][h]["mean"]
+        if fid["delta_t_psnr"]:
+            s[f"delta-t PSNR@{h}"] = fid["delta_t_psnr"][h]["mean"]
+        s["teacher-forced token accuracy (model / copy)"] = (
+            f"{_fmt(fid['teacher_forced_token_accuracy']['model'])} / "
+            f"{_fmt(fid['teacher_forced_token_accuracy']['copy'])}")
+    ctl = report.get("controllability")
+    if ctl:
+        for a in RESPONSE_ACTIONS:
+            s[f"{a} response ratio"] = ctl["responses"][a]["model_ratio"]
+        if "judge" in ctl:
+            s["judge camera acc (model / truth)"] = (f"{_fmt(ctl['judge']['model']['camera_acc'])} / "
+                                                     f"{_fmt(ctl['judge']['truth']['camera_acc'])}")
+            s["judge key mean F1 (model / truth)"] = (f"{_fmt(ctl['judge']['model']['key_mean_f1'])} / "
+                                                      f"{_fmt(ctl['judge']['truth']['key_mean_f1'])}")
+    cf = report.get("counterfactuals", {})
+    if cf.get("summary"):
+        s["counterfactual PSNR (mean over presets)"] = M.nanmean([v["psnr"] for v in cf["summary"].values()])
+    st = report.get("stability")
+    if st:
+        for k, label in (("diversity", "codebook diversity"), ("grey", "no grey collapse"),
+                         ("flashing", "no periodic flashing"), ("noop_drift", "no idle drift")):
+            s[f"stability: {label}"] = all(x[k]["pass"] for x in st["starts"])
+    return s
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def log_wandb(cfg: EvalConfig, report: dict[str, Any], out: Path) -> None:
+    try:
+        import wandb
+
+        run = wandb.init(project=cfg.wandb_project, mode=cfg.wandb, dir=str(out), job_type="evaluate",
+                         config=report["config"])
+        run.summary.update({k: v for k, v in report["summary"].items() if isinstance(v, (int, float, bool, str))})
+        run.log({p.stem: wandb.Image(str(p)) for p in sorted(out.glob("*.png"))})
+        run.finish()
+    except Exception as e:  # wandb problems must never lose the report already written
+        print(f"warning: wandb logging failed ({type(e).__name__}: {e}); the report is on disk", file=sys.stderr)
+
+
+def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None) -> dict[str, Any]:
+    """Run every section and write the outputs; returns the report dict. `bundle` (rollout.Bundle) and
+    `model` (a Predictor standing in for the world model) are for tests and notebooks."""
+    from ckpt_io import atomic_write_json
+    from config import to_dict
+    from dataset import read_meta
+    from rollout import load_bundle
+
+    t_start = time.perf_counter()
+    cfg = apply_quick(cfg)
+    if cfg.context < 1:
+        raise ValueError(f"--context must be >= 1, got {cfg.context}")
+    if not cfg.horizons or min(cfg.horizons) < 1:
+        raise ValueError(f"--horizons must be positive, got {cfg.horizons}")
+    root = Path(cfg.data)
+    if bundle is None:
+        if not cfg.model:
+            raise ValueError("--model is required")
+        bundle = load_bundle(cfg.model, cfg.vqvae or None, cfg.device)
+    out = Path(cfg.out) if cfg.out else Path("runs/eval") / Path(cfg.model or "model").stem
+    out.mkdir(parents=True, exist_ok=True)
+    meta = read_meta(root)
+    notes: list[str] = []
+    if meta.get("vqvae_identity") and meta["vqvae_identity"] != bundle.vqvae_identity:
+        from rollout import IncompatibleError
+
+        raise IncompatibleError(f"shards {root} were encoded by VQ-VAE {meta['vqvae_identity']}, but the model "
+                                f"{cfg.model} uses {bundle.vqvae_path} ({bundle.vqvae_identity})")
+    ev = Evaluation(cfg, bundle, model)
+    notes.append(ev.lpips_note)
+    files, split_note = heldout_files(root, bundle.meta, cfg)
+    tc = bundle.meta.get("train_config") or {}
+    split = (cfg.val_fraction if cfg.val_fraction >= 0 else float(tc.get("val_fraction", 0.1)),
+             cfg.split_seed if cfg.split_seed >= 0 else int(tc.get("seed", 0)))
+
+    longest = max_episode_length(root, files)
+    horizons = tuple(h for h in cfg.horizons if cfg.context + h <= longest)
+    if not horizons:
+        raise ValueError(f"{root}: the longest held-out episode has {longest} frames, too short for "
+                         f"{cfg.context} context frames plus a rollout")
+    if horizons != tuple(cfg.horizons):
+        notes.append(f"horizons {sorted(set(cfg.horizons) - set(horizons))} dropped: held-out episodes are at "
+                     f"most {longest} frames long")
+        cfg = dataclasses.replace(cfg, horizons=horizons)
+        ev.cfg = cfg
+    clips, clip_notes = load_clips(root, files, cfg.context, max(horizons), cfg.clips_per_episode, cfg.episodes)
+    notes += clip_notes
+
+    judge, judge_note = None, ""
+    t0 = time.perf_counter()
+    try:
+        judge, judge_note = get_judge(cfg, root, bundle, split)
+    except ValueError as e:
+        judge_note = f"judge unavailable: {e}"
+    notes.append(judge_note)
+    ev.timings["judge_s"] = time.perf_counter() - t0
+
+    report: dict[str, Any] = {"model": cfg.model or "(in-memory model)", "data": str(root), "split": split_note,
+                              "device": str(bundle.device), "config": to_dict(cfg), "n_clips": len(clips),
+                              "clips": [{"file": c.file, "start": c.start} for c in clips],
+                              "vqvae": {"path": str(bundle.vqvae_path), "identity": bundle.vqvae_identity}}
+    if judge is not None:
+        report["judge_note"] = judge_note
+        report["judge_heldout_truth"] = judge.info.get("val", {})
+    report.update(ev.clips_section(clips, judge))
+
+    t0 = time.perf_counter()
+    frame_size = (int(meta.get("frame_size", [128, 72])[0]), int(meta.get("frame_size", [128, 72])[1]))
+    bw_starts, bw_reason = blockworld_starts(root, files, cfg.source_data, cfg.context,
+                                             max(cfg.counterfactual_starts, cfg.stability_episodes), ev.encode,
+                                             frame_size)
+    if bw_starts:
+        report["counterfactuals"] = ev.counterfactual_section(bw_starts[:cfg.counterfactual_starts])
+    else:
+        report["counterfactuals"] = {"skipped": bw_reason or "no block-world episodes among the held-out files"}
+    ev.timings["counterfactuals_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    stab_starts = bw_starts[:cfg.stability_episodes] or clip_starts(clips, cfg.context, cfg.stability_episodes)
+    ref_frames = ev._clip_frames["truth"].reshape((-1,) + ev._clip_frames["truth"].shape[2:])
+    from dataset import open_shard
+
+    ref_div = M.nanmean([M.codebook_diversity(np.asarray(open_shard(root / f)["tokens"]), TICK_HZ).mean()
+                         for f in files[:cfg.episodes]])
+    report["stability"] = ev.stability_section(stab_starts, ref_frames, ref_div)
+    ev.timings["stability_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    plot_fidelity(report["fidelity"], out / "fidelity.png")
+    plot_controllability(report["controllability"], out / "controllability.png")
+    plot_stability(report["stability"], out / "stability.png")
+    if getattr(ev, "_cf_frames", None):
+        plot_counterfactuals(ev._cf_frames, out / "counterfactuals.png")
+    report["videos"] = write_videos(ev, out) if cfg.videos > 0 else []
+    ev.timings["outputs_s"] = time.perf_counter() - t0
+    report["notes"] = notes
+    report["timings"] = {k: round(v, 2) for k, v in ev.timings.items()}
+    report["seconds"] = time.perf_counter() - t_start
+    report["summary"] = summary_of(report)
+    report = _jsonable(report)
+    atomic_write_json(out / "report.json", report)
+    write_markdown(report, out / "report.md")
+    if cfg.wandb != "disabled":
+        log_wandb(cfg, report, out)
+    report["out"] = str(out)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ckpt_io import CheckpointError
+    from config import main_config
+
+    cfg = main_config(EvalConfig, argv=argv)
+    if not cfg.model or not cfg.data:
+        print("error: --model and --data are required", file=sys.stderr)
+        return 2
+    try:
+        report = evaluate(cfg)
+    except (ValueError, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for k, v in report["summary"].items():
+        print(f"  {k}: {_fmt(v) if not isinstance(v, str) else v}")
+    print(f"evaluation report: {Path(report['out']) / 'report.md'} (numbers: report.json, plots: *.png, "
+          f"videos: videos/)")
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit("evaluate.py is not implemented yet (issue #6).")
+    sys.exit(main())

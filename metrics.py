@@ -284,38 +284,60 @@ def change_spectrum(change: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.fft.rfftfreq(n), np.abs(spec) ** 2
 
 
-def periodic_flash(change: np.ndarray, min_period: float = 2.0, max_period: float = 16.0,
-                   min_fraction: float = 0.25, min_relative: float = 0.2,
-                   min_amplitude: float = 0.5 / 255) -> dict[str, Any]:
+def periodic_flash(change: np.ndarray, min_period: float = 2.0, max_period: float = 10.0,
+                   min_fraction: float = 0.6, min_relative: float = 0.1,
+                   min_amplitude: float = 0.5 / 255, min_cycles: float = 10.0) -> dict[str, Any]:
     """Detect periodic flashing (e.g. a flash every 5 frames) in a frame-to-frame change signal [N].
 
-    Looks at periods between min_period and max_period frames. The peak (with its two neighbouring bins,
-    for the Hann window's leakage) must hold at least `min_fraction` of the band's power, and its
-    sinusoid amplitude must be at least `min_relative` of the mean change and `min_amplitude` absolute,
-    so that a nearly constant change signal (smooth motion, a still scene) is never flagged."""
+    A flash every p frames puts the change signal's power at 1/p and its harmonics. For each candidate
+    period between min_period and max_period frames, the "comb" sums the power at the fundamental and
+    every harmonic (each with its neighbouring bins, for the Hann window's leakage); the chosen period is
+    the shortest whose comb holds at least 90% of the best comb's power (so a flash every 5 frames is
+    reported as 5, not as its subharmonic 10). It is flagged when the comb holds at least `min_fraction` of
+    ALL the signal's varying power (mean and trend removed; a slow oscillation leaking into the band, or
+    irregular jitter spread over all frequencies, stays below) and the fundamental's sinusoid amplitude
+    is at least `min_relative` of the mean change and `min_amplitude` absolute, so that a nearly constant
+    change signal (smooth motion, a still scene) is never flagged.
+
+    A signal shorter than `min_cycles` of the longest period is not judged ("judged": False): on 64
+    frames of white noise some comb holds over 60% of the power in about 3% of cases (measured), on 120
+    frames never more than 46% in 300 trials."""
     c = np.asarray(change, np.float64)
     freqs, power = change_spectrum(c)
     result: dict[str, Any] = {"period": None, "frequency": None, "fraction": 0.0, "amplitude": 0.0,
                               "relative_amplitude": 0.0, "flagged": False,
                               "thresholds": {"min_fraction": min_fraction, "min_relative": min_relative,
                                              "min_amplitude": min_amplitude,
-                                             "periods": [min_period, max_period]}}
-    if len(freqs) == 0:
+                                             "periods": [min_period, max_period], "min_cycles": min_cycles},
+                              "judged": len(c) >= min_cycles * max_period}
+    total = float(power[1:].sum()) if len(power) else 0.0
+    if len(freqs) < 4 or total <= 0:
         return result
-    band = (freqs >= 1.0 / max_period - 1e-12) & (freqs <= 1.0 / min_period + 1e-12)
-    if band.sum() < 3 or power[band].sum() <= 0:
+    band = np.flatnonzero((freqs >= 1.0 / max_period - 1e-12) & (freqs <= 1.0 / min_period + 1e-12))
+    if len(band) == 0:
         return result
-    idx = np.flatnonzero(band)
-    k = int(idx[np.argmax(power[idx])])
-    near = [j for j in (k - 1, k, k + 1) if band[j]]
-    fraction = float(power[near].sum() / power[band].sum())
+    last = len(power) - 1
+
+    def comb(k: int) -> float:
+        bins: set[int] = set()
+        m = 1
+        while m * k <= last + 1:
+            centre = min(m * k, last)
+            bins.update(j for j in (centre - 1, centre, centre + 1) if 0 < j <= last)
+            m += 1
+        return float(power[sorted(bins)].sum())
+
+    combs = np.array([comb(int(k)) for k in band])
+    good = band[combs >= 0.9 * combs.max()]
+    k = int(good.max())
+    fraction = comb(k) / total
     # Amplitude of a sinusoid whose Hann-windowed DFT peak has this power (exact at bin centres).
-    amplitude = float(2.0 * np.sqrt(power[k]) / np.hanning(len(c)).sum())
+    amplitude = float(2.0 * np.sqrt(power[max(1, k - 1):k + 2].max()) / np.hanning(len(c)).sum())
     mean_change = float(np.abs(c).mean())
     relative = amplitude / mean_change if mean_change > 0 else 0.0
     result.update(period=float(1.0 / freqs[k]), frequency=float(freqs[k]), fraction=fraction,
                   amplitude=amplitude, relative_amplitude=relative,
-                  flagged=bool(fraction >= min_fraction and relative >= min_relative
+                  flagged=bool(result["judged"] and fraction >= min_fraction and relative >= min_relative
                                and amplitude >= min_amplitude))
     return result
 

@@ -152,6 +152,10 @@ def test_five_periodic_flash_detected_and_smooth_sequence_not(texture):
     rng = np.random.default_rng(2)
     noisy = np.clip(smooth + rng.normal(0, 0.02, smooth.shape), 0, 1)
     assert not M.periodic_flash(M.frame_change(noisy))["flagged"]
+    # Irregular jitter (a camera that stutters at random) is not periodic.
+    offsets = 10 + 2 * np.arange(120) + rng.integers(0, 4, 120)
+    jerky = np.stack([texture[100:100 + H, o:o + W] for o in offsets])
+    assert not M.periodic_flash(M.frame_change(jerky))["flagged"]
     # A slow brightness oscillation (period 60 frames) is drift, not flashing.
     slow = np.clip(smooth[:1] * (1 + 0.3 * np.sin(np.arange(120) / 60 * 2 * np.pi))[:, None, None, None], 0, 1)
     assert not M.periodic_flash(M.frame_change(slow))["flagged"]
