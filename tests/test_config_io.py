@@ -93,6 +93,9 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("interrupted")
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_checkpoint_identity_and_strict_errors(tmp_path):
