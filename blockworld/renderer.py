@@ -51,6 +51,18 @@ CLOUD_CELL = 12.0
 _AXIS_SHADE = np.array([0.6, 1.0, 0.8], dtype=np.float32)
 _BOTTOM_SHADE = 0.5
 _COARSE_K = (2, 4, 6, 8)
+
+
+def _range_bits() -> np.ndarray:
+    """uint64 [64 * 64]: entry lo * 64 + hi has bits lo..hi set (none when lo > hi)."""
+    lo, hi = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    bits = np.zeros((64, 64), dtype=np.uint64)
+    for b in range(64):
+        bits |= np.where((lo <= b) & (b <= hi), np.uint64(1) << np.uint64(b), np.uint64(0)).astype(np.uint64)
+    return bits.reshape(-1)
+
+
+_RANGE_BITS = _range_bits()
 _ROUND_SPANS = (1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 12.0)
 """Blocks of ray length examined per round of the trace (growing: the rays left are the long ones)."""
 
@@ -86,9 +98,10 @@ def _pixel_grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.nda
 def camera_basis(yaw: float, pitch: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forward, right and up unit vectors (x east, y up, z south) for Minecraft yaw/pitch in degrees."""
     ya, pa = math.radians(yaw), math.radians(pitch)
-    fwd = np.array([-math.sin(ya) * math.cos(pa), -math.sin(pa), math.cos(ya) * math.cos(pa)])
-    right = np.array([-math.cos(ya), 0.0, -math.sin(ya)])
-    up = np.cross(right, fwd)
+    sy, cy, sp, cp = math.sin(ya), math.cos(ya), math.sin(pa), math.cos(pa)
+    fwd = np.array([-sy * cp, -sp, cy * cp])
+    right = np.array([-cy, 0.0, -sy])
+    up = np.array([-sy * sp, cp, cy * sp])  # right x fwd
     return fwd, right, up
 
 
@@ -169,7 +182,7 @@ def trace(occ: np.ndarray, sx: int, sz: int, origin: np.ndarray, d: np.ndarray,
             span = _ROUND_SPANS[min(r, len(_ROUND_SPANS) - 1)]
             m = idx.size
             # Enough crossings per axis to cover `span` blocks of t for the steepest ray on that axis.
-            ks = [int(math.ceil(span * float(ad_act[a].max()))) + 1 for a in range(3)]
+            ks = [int(math.ceil(span * float(v))) + 1 for v in np.maximum.reduce(ad_act, axis=1)]
             fbuf, ibuf, jbuf, hbuf = _scratch(max(ks) * m)
             rt = best_t[idx] if r else np.full(m, inf, dtype=np.float32)
             rax = best_ax[idx] if r else np.zeros(m, dtype=np.int8)
@@ -189,10 +202,10 @@ def trace(occ: np.ndarray, sx: int, sz: int, origin: np.ndarray, d: np.ndarray,
                     if oa != 1:
                         np.multiply(i, strides[oa], out=i)
                     np.add(j, i, out=j)
-                np.take(occ, j, out=h, mode="clip")
+                occ.take(j, out=h, mode="clip")
                 # (k + 1) / 0 = inf, so the minimum picks the first hit along this axis.
                 np.divide(kf + 1, h.view(np.uint8), out=f)
-                kh = f.min(axis=0) - 1
+                kh = np.minimum.reduce(f, axis=0) - 1
                 th = t0[a] + kh * td[a]
                 better = th < rt
                 rt = np.where(better, th, rt)
@@ -202,7 +215,7 @@ def trace(occ: np.ndarray, sx: int, sz: int, origin: np.ndarray, d: np.ndarray,
             best_ax[idx] = rax
             # A ray is finished when its hit is nearer than every unexamined crossing (or none is left).
             kd = np.array(done_k, dtype=np.float32)[:, None]
-            nxt = (t0 + kd * td).min(axis=0)
+            nxt = np.minimum.reduce(t0 + kd * td, axis=0)
             keep = (rt > nxt) & (nxt <= lim)
             if not keep.any():
                 break
@@ -217,8 +230,8 @@ def trace(occ: np.ndarray, sx: int, sz: int, origin: np.ndarray, d: np.ndarray,
 
 def coarse_skip(win: Window, o: np.ndarray, d: np.ndarray, t_lim: np.ndarray) -> np.ndarray:
     """A lower bound on where each ray can first meet a block, from the coarse tiles (TILE x TILE
-    columns with the height of their highest block): [N] t, inf when the ray stays above every tile
-    until t_lim. Inside a tile nothing can be hit before the ray has come down to the tile's top, so a
+    columns: which layers hold a block, and the highest one): [N] t, inf when the ray meets no tile with
+    a block in the height range it crosses the tile at, until t_lim. Inside a tile nothing can be hit before the ray has come down to the tile's top, so a
     ray looking down at flat ground starts its voxel trace at the ground, and rays skimming over the land
     or climbing into the sky are settled here at a fraction of the voxel trace's cost. The test is
     conservative: a tile's exit is bounded by the next crossing on the same axis."""
@@ -226,6 +239,7 @@ def coarse_skip(win: Window, o: np.ndarray, d: np.ndarray, t_lim: np.ndarray) ->
     T = np.float32(TILE)
     ntz = win.ntz
     tops = win.tile_top
+    masks = win.tile_mask
     inf = np.float32(np.inf)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         pos = d > 0
@@ -237,8 +251,12 @@ def coarse_skip(win: Window, o: np.ndarray, d: np.ndarray, t_lim: np.ndarray) ->
         # Time to come down to a height: (top - o_y) * inv_down; 0 for rays going up (no bound).
         inv_down = np.where(d[1] < 0, np.float32(1) / np.minimum(d[1], np.float32(-1e-9)), np.float32(0))
         t_exit = np.minimum(np.minimum(t0[0], t0[2]), t_lim)
-        start_top = tops[int(cellT[0]) * ntz + int(cellT[2])]
-        blocked0 = o[1] + np.minimum(np.float32(0), d[1] * t_exit) < start_top
+        start = int(cellT[0]) * ntz + int(cellT[2])
+        start_top = tops[start]
+        y_end = o[1] + d[1] * t_exit
+        lo0 = np.clip(np.minimum(o[1], y_end), 0, 63).astype(np.int32)
+        hi0 = np.clip(np.maximum(o[1], y_end), 0, 63).astype(np.int32)
+        blocked0 = (_RANGE_BITS[lo0 * 64 + hi0] & masks[start]) != 0
         best = np.where(blocked0, np.maximum((start_top - o[1]) * inv_down, np.float32(0)), inf)
         step = np.where(pos, 1, -1).astype(np.int32)
         # Per axis a (x, z) with b the other one: tile index = base + k * inc + floor(c0 + k * c1) * sb,
@@ -251,7 +269,7 @@ def coarse_skip(win: Window, o: np.ndarray, d: np.ndarray, t_lim: np.ndarray) ->
             c1 = tdT[a] * d[b] / T
             y1 = tdT[a] * d[1]
             y0 = o[1] + t0[a] * d[1] + np.minimum(np.float32(0), y1)
-            plans.append([t0[a], tdT[a], base, inc, c0, c1, sb, y0, y1])
+            plans.append([t0[a], tdT[a], base, inc, c0, c1, sb, y0, y1, np.abs(y1)])
         idx = np.arange(n)
         rt = best
         lim = t_lim
@@ -265,7 +283,11 @@ def coarse_skip(win: Window, o: np.ndarray, d: np.ndarray, t_lim: np.ndarray) ->
             fbuf, ibuf, jbuf, hbuf = _scratch(K * m)
             f, i, j, h = (buf[:K * m].reshape(K, m) for buf in (fbuf, ibuf, jbuf, hbuf))
             g = np.empty((K, m), dtype=np.float32)
-            for ta0, tda, base, inc, c0, c1, sb, y0, y1 in plans:
+            lo = np.empty((K, m), dtype=np.int32)
+            hi = np.empty((K, m), dtype=np.int32)
+            u = np.empty((K, m), dtype=np.uint64)
+            v = np.empty((K, m), dtype=np.uint64)
+            for ta0, tda, base, inc, c0, c1, sb, y0, y1, ay1 in plans:
                 np.multiply(ki, inc, out=j)
                 np.add(j, base, out=j)
                 np.multiply(kf, c1, out=f)
@@ -273,19 +295,30 @@ def coarse_skip(win: Window, o: np.ndarray, d: np.ndarray, t_lim: np.ndarray) ->
                 i[...] = f
                 if sb != 1:
                     np.multiply(i, sb, out=i)
-                np.add(j, i, out=j)
-                np.take(tops, j, out=g, mode="clip")  # tile tops [K, m]
+                np.add(j, i, out=j)  # tile index [K, m]
+                # Layers the ray spans over the tile: y_min .. y_min + |y1|.
                 np.multiply(kf, y1, out=f)
                 np.add(f, y0, out=f)
-                np.less(f, g, out=h)  # the ray may dip below the tile's top
+                np.maximum(f, 0, out=g)
+                lo[...] = g
+                np.add(f, ay1, out=g)
+                np.minimum(g, 63, out=g)
+                hi[...] = g
+                np.multiply(lo, 64, out=lo)
+                np.add(lo, hi, out=lo)
+                _RANGE_BITS.take(lo, out=u, mode="clip")
+                masks.take(j, out=v, mode="clip")
+                np.bitwise_and(u, v, out=u)
+                np.not_equal(u, 0, out=h)  # some block of the tile lies in the ray's height range
                 # Earliest possible hit in each tile: its entry, or when the ray comes down to its top.
+                tops.take(j, out=g, mode="clip")
                 np.subtract(g, o[1], out=g)
                 np.multiply(g, down, out=g)
                 np.multiply(kf, tda, out=f)
                 np.add(f, ta0, out=f)
                 np.maximum(f, g, out=f)
                 np.divide(f, h.view(np.uint8), out=f)  # not blocked -> inf
-                rt = np.minimum(rt, f.min(axis=0))
+                rt = np.minimum(rt, np.minimum.reduce(f, axis=0))
             done += K
             nxt = np.minimum(plans[0][0] + done * plans[0][1], plans[1][0] + done * plans[1][1])
             keep = (rt > nxt) & (nxt <= lim)
@@ -295,7 +328,7 @@ def coarse_skip(win: Window, o: np.ndarray, d: np.ndarray, t_lim: np.ndarray) ->
             if not keep.all():
                 idx, rt, lim, down = idx[keep], rt[keep], lim[keep], down[keep]
                 for pl in plans:
-                    for q in (0, 1, 2, 3, 4, 5, 7, 8):
+                    for q in (0, 1, 2, 3, 4, 5, 7, 8, 9):
                         if isinstance(pl[q], np.ndarray):
                             pl[q] = pl[q][keep]
     return np.where(best <= t_lim, best, inf)
@@ -338,7 +371,8 @@ def _hit_voxel(o: np.ndarray, d: np.ndarray, t: np.ndarray, ax: np.ndarray, stri
 
 def _sky(dy: np.ndarray) -> np.ndarray:
     """Sky gradient [N, 3] from the rays' vertical components dy [N]."""
-    s = np.clip(dy * np.float32(1.8), 0.0, 1.0) ** np.float32(0.7)
+    s = np.minimum(np.maximum(dy * np.float32(1.8), np.float32(0)), np.float32(1))
+    s = s * (np.float32(2) - s)  # eases out of the horizon colour, like Minecraft's gradient
     return SKY_HORIZON + (SKY_TOP - SKY_HORIZON) * s[:, None]
 
 

@@ -57,6 +57,8 @@ class Window:
     """One above the highest non-air layer: a ray climbing past it can hit nothing."""
     tile_top: np.ndarray
     """Flat float32 [(nx / TILE) * ntz]: one above the highest non-air block of each TILE x TILE tile."""
+    tile_mask: np.ndarray
+    """Flat uint64 [(nx / TILE) * ntz]: bit y set when some column of the tile has a block at layer y."""
     ntz: int
 
 
@@ -288,10 +290,14 @@ class World:
         nt = n * CHUNK // TILE
         col_top = np.where((ids != B.AIR).any(axis=2), hp - np.argmax((ids != B.AIR)[:, :, ::-1], axis=2), 0)
         tile_top = col_top.reshape(nt, TILE, nt, TILE).max(axis=(1, 3)).astype(np.float32)  # [nt, nt]
+        # Bit y of a column's uint64 = a block at layer y (HEIGHT is 64, so the layers fit one word).
+        col_bits = np.packbits(ids[:, :, :HEIGHT] != B.AIR, axis=2, bitorder="little")  # [X, Z, 8]
+        col_bits = col_bits.view("<u8")[..., 0]  # [X, Z]
+        tile_mask = np.bitwise_or.reduce(col_bits.reshape(nt, TILE, nt, TILE), axis=(1, 3))  # [nt, nt]
         w = Window(x0=x0, z0=z0, ids=ids, occ=flat != B.AIR, occ_dry=B.SOLID[flat], ids_flat=flat,
                    biome_cols=biome.reshape(-1), sx=n * CHUNK * hp, sz=hp,
                    top=int(np.flatnonzero((ids != B.AIR).any(axis=(0, 1)))[-1]) + 1,
-                   tile_top=tile_top.reshape(-1), ntz=nt)
+                   tile_top=tile_top.reshape(-1), tile_mask=tile_mask.reshape(-1).astype(np.uint64), ntz=nt)
         self._windows[key] = w
         if len(self._windows) > self._max_windows:
             self._windows.popitem(last=False)
