@@ -161,61 +161,58 @@ def trace(occ: np.ndarray, sx: int, sz: int, origin: np.ndarray, d: np.ndarray,
         kb = np.maximum(np.floor((t_start[None, :] - t0) / td) - 1, 0).astype(np.float32)  # [3, N]
         t0 = t0 + kb * td
         entered = entered + kb.astype(np.int32) * inc
-    # Per axis a, the other two coordinates at its crossing k are c0 + k * c1.
+    # Per axis a, the other two coordinates at its crossing k are c0 + k * c1 (strides s2[a]).
     others = ((1, 2), (0, 2), (0, 1))
     c0 = np.empty((3, 2, n), dtype=np.float32)
     c1 = np.empty((3, 2, n), dtype=np.float32)
     for a, (b, c) in enumerate(others):
-        for j, oa in enumerate((b, c)):
-            c0[a, j] = o[oa] + t0[a] * d[oa]
-            c1[a, j] = td[a] * d[oa]
+        for q, oa in enumerate((b, c)):
+            c0[a, q] = o[oa] + t0[a] * d[oa]
+            c1[a, q] = td[a] * d[oa]
+    s2 = np.array([[strides[b], strides[c]] for b, c in others], dtype=np.int32)  # [3, 2]
 
     best_t = np.full(n, np.inf, dtype=np.float32)
     best_ax = np.zeros(n, dtype=np.int8)
     idx = np.arange(n)  # rays still being traced; their per-ray data is compacted alongside
     lim = t_lim.astype(np.float32)
     ad_act = ad
-    done_k = [0, 0, 0]  # crossings examined so far, per axis (the same for every ray)
+    k0 = 0  # crossings examined so far on each axis (the same for every ray)
     inf = np.float32(np.inf)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         for r in range(10_000):
             span = _ROUND_SPANS[min(r, len(_ROUND_SPANS) - 1)]
             m = idx.size
-            # Enough crossings per axis to cover `span` blocks of t for the steepest ray on that axis.
-            ks = [int(math.ceil(span * float(v))) + 1 for v in np.maximum.reduce(ad_act, axis=1)]
-            fbuf, ibuf, jbuf, hbuf = _scratch(max(ks) * m)
-            rt = best_t[idx] if r else np.full(m, inf, dtype=np.float32)
-            rax = best_ax[idx] if r else np.zeros(m, dtype=np.int8)
-            for a, (b, c) in enumerate(others):
-                k0, K = done_k[a], ks[a]
-                kf = np.arange(k0, k0 + K, dtype=np.float32)[:, None]  # [K, 1]
-                ki = np.arange(k0, k0 + K, dtype=np.int32)[:, None]  # [K, 1]
-                # Work in preallocated [K, m] buffers: fresh arrays this size cost page faults that
-                # would dominate the arithmetic.
-                f, i, j, h = (buf[:K * m].reshape(K, m) for buf in (fbuf, ibuf, jbuf, hbuf))
-                np.multiply(ki, inc[a], out=j)
-                np.add(j, entered[a], out=j)  # axis part of the flat index
-                for q, oa in enumerate((b, c)):
-                    np.multiply(kf, c1[a, q], out=f)
-                    np.add(f, c0[a, q], out=f)
-                    i[...] = f  # floor: coordinates are positive
-                    if oa != 1:
-                        np.multiply(i, strides[oa], out=i)
-                    np.add(j, i, out=j)
-                occ.take(j, out=h, mode="clip")
-                # (k + 1) / 0 = inf, so the minimum picks the first hit along this axis.
-                np.divide(kf + 1, h.view(np.uint8), out=f)
-                kh = np.minimum.reduce(f, axis=0) - 1
-                th = t0[a] + kh * td[a]
-                better = th < rt
-                rt = np.where(better, th, rt)
-                rax = np.where(better, np.int8(a), rax)
-                done_k[a] += K
+            # Enough crossings to cover `span` blocks of t for the steepest ray; the three axes are
+            # stacked in [3, K, m] arrays so that each step is one numpy call.
+            K = int(math.ceil(span * float(np.maximum.reduce(ad_act, axis=None)))) + 1
+            fbuf, ibuf, jbuf, hbuf = _scratch(3 * K * m)
+            f, i, j, h = (buf[:3 * K * m].reshape(3, K, m) for buf in (fbuf, ibuf, jbuf, hbuf))
+            kf = np.arange(k0, k0 + K, dtype=np.float32)[None, :, None]  # [1, K, 1]
+            ki = np.arange(k0, k0 + K, dtype=np.int32)[None, :, None]
+            np.multiply(ki, inc[:, None, :], out=j)
+            np.add(j, entered[:, None, :], out=j)  # axis part of the flat index
+            for q in (0, 1):
+                np.multiply(kf, c1[:, q, None, :], out=f)
+                np.add(f, c0[:, q, None, :], out=f)
+                i[...] = f  # floor: coordinates are positive
+                np.multiply(i, s2[:, q, None, None], out=i)
+                np.add(j, i, out=j)
+            occ.take(j, out=h, mode="clip")
+            # (k + 1) / 0 = inf, so the minimum picks the first hit along each axis.
+            np.divide(kf + 1, h.view(np.uint8), out=f)
+            th = t0 + (np.minimum.reduce(f, axis=1) - 1) * td  # [3, m]
+            ra = np.argmin(th, axis=0).astype(np.int8)
+            rt = np.minimum.reduce(th, axis=0)
+            if r:
+                prev_t, prev_ax = best_t[idx], best_ax[idx]
+                better = rt < prev_t
+                rt = np.where(better, rt, prev_t)
+                ra = np.where(better, ra, prev_ax)
             best_t[idx] = rt
-            best_ax[idx] = rax
+            best_ax[idx] = ra
+            k0 += K
             # A ray is finished when its hit is nearer than every unexamined crossing (or none is left).
-            kd = np.array(done_k, dtype=np.float32)[:, None]
-            nxt = np.minimum.reduce(t0 + kd * td, axis=0)
+            nxt = np.minimum.reduce(t0 + np.float32(k0) * td, axis=0)
             keep = (rt > nxt) & (nxt <= lim)
             if not keep.any():
                 break
@@ -231,10 +228,11 @@ def trace(occ: np.ndarray, sx: int, sz: int, origin: np.ndarray, d: np.ndarray,
 def coarse_skip(win: Window, o: np.ndarray, d: np.ndarray, t_lim: np.ndarray) -> np.ndarray:
     """A lower bound on where each ray can first meet a block, from the coarse tiles (TILE x TILE
     columns: which layers hold a block, and the highest one): [N] t, inf when the ray meets no tile with
-    a block in the height range it crosses the tile at, until t_lim. Inside a tile nothing can be hit before the ray has come down to the tile's top, so a
-    ray looking down at flat ground starts its voxel trace at the ground, and rays skimming over the land
-    or climbing into the sky are settled here at a fraction of the voxel trace's cost. The test is
-    conservative: a tile's exit is bounded by the next crossing on the same axis."""
+    a block in the height range it crosses the tile at, until t_lim. Inside a tile nothing can be hit
+    before the ray has come down to the tile's top, so a ray looking down at flat ground starts its voxel
+    trace at the ground, and rays skimming over the land or climbing into the sky are settled here at a
+    fraction of the voxel trace's cost. The test is conservative: a tile's exit is bounded by the next
+    crossing on the same axis."""
     n = d.shape[1]
     T = np.float32(TILE)
     ntz = win.ntz
@@ -259,17 +257,18 @@ def coarse_skip(win: Window, o: np.ndarray, d: np.ndarray, t_lim: np.ndarray) ->
         blocked0 = (_RANGE_BITS[lo0 * 64 + hi0] & masks[start]) != 0
         best = np.where(blocked0, np.maximum((start_top - o[1]) * inv_down, np.float32(0)), inf)
         step = np.where(pos, 1, -1).astype(np.int32)
-        # Per axis a (x, z) with b the other one: tile index = base + k * inc + floor(c0 + k * c1) * sb,
-        # lowest height over the tile >= y0 + k * y1.
-        plans = []
-        for a, b, sa, sb in ((0, 2, ntz, 1), (2, 0, 1, ntz)):
-            inc = step[a] * sa
-            base = (int(cellT[a]) * sa) + inc
-            c0 = (o[b] + t0[a] * d[b]) / T
-            c1 = tdT[a] * d[b] / T
-            y1 = tdT[a] * d[1]
-            y0 = o[1] + t0[a] * d[1] + np.minimum(np.float32(0), y1)
-            plans.append([t0[a], tdT[a], base, inc, c0, c1, sb, y0, y1, np.abs(y1)])
+        # Rows: crossings of x, then of z (b is the other axis). Tile index = base + k * inc +
+        # floor(c0 + k * c1) * sb; the lowest height over the tile is >= y0 + k * y1.
+        ta0 = np.stack([t0[0], t0[2]])  # [2, N]
+        tda = np.stack([tdT[0], tdT[2]])
+        inc = np.stack([step[0] * ntz, step[2]])
+        base = np.array([[int(cellT[0]) * ntz], [int(cellT[2])]], dtype=np.int32) + inc
+        c0 = np.stack([o[2] + t0[0] * d[2], o[0] + t0[2] * d[0]]) / T
+        c1 = np.stack([tdT[0] * d[2], tdT[2] * d[0]]) / T
+        sb = np.array([1, ntz], dtype=np.int32)[:, None, None]
+        y1 = tda * d[1]
+        y0 = o[1] + ta0 * d[1] + np.minimum(np.float32(0), y1)
+        ay1 = np.abs(y1)
         idx = np.arange(n)
         rt = best
         lim = t_lim
@@ -278,59 +277,55 @@ def coarse_skip(win: Window, o: np.ndarray, d: np.ndarray, t_lim: np.ndarray) ->
         for r in range(10_000):
             K = _COARSE_K[min(r, len(_COARSE_K) - 1)]
             m = idx.size
-            kf = np.arange(done, done + K, dtype=np.float32)[:, None]  # [K, 1]
-            ki = np.arange(done, done + K, dtype=np.int32)[:, None]
-            fbuf, ibuf, jbuf, hbuf = _scratch(K * m)
-            f, i, j, h = (buf[:K * m].reshape(K, m) for buf in (fbuf, ibuf, jbuf, hbuf))
-            g = np.empty((K, m), dtype=np.float32)
-            lo = np.empty((K, m), dtype=np.int32)
-            hi = np.empty((K, m), dtype=np.int32)
-            u = np.empty((K, m), dtype=np.uint64)
-            v = np.empty((K, m), dtype=np.uint64)
-            for ta0, tda, base, inc, c0, c1, sb, y0, y1, ay1 in plans:
-                np.multiply(ki, inc, out=j)
-                np.add(j, base, out=j)
-                np.multiply(kf, c1, out=f)
-                np.add(f, c0, out=f)
-                i[...] = f
-                if sb != 1:
-                    np.multiply(i, sb, out=i)
-                np.add(j, i, out=j)  # tile index [K, m]
-                # Layers the ray spans over the tile: y_min .. y_min + |y1|.
-                np.multiply(kf, y1, out=f)
-                np.add(f, y0, out=f)
-                np.maximum(f, 0, out=g)
-                lo[...] = g
-                np.add(f, ay1, out=g)
-                np.minimum(g, 63, out=g)
-                hi[...] = g
-                np.multiply(lo, 64, out=lo)
-                np.add(lo, hi, out=lo)
-                _RANGE_BITS.take(lo, out=u, mode="clip")
-                masks.take(j, out=v, mode="clip")
-                np.bitwise_and(u, v, out=u)
-                np.not_equal(u, 0, out=h)  # some block of the tile lies in the ray's height range
-                # Earliest possible hit in each tile: its entry, or when the ray comes down to its top.
-                tops.take(j, out=g, mode="clip")
-                np.subtract(g, o[1], out=g)
-                np.multiply(g, down, out=g)
-                np.multiply(kf, tda, out=f)
-                np.add(f, ta0, out=f)
-                np.maximum(f, g, out=f)
-                np.divide(f, h.view(np.uint8), out=f)  # not blocked -> inf
-                rt = np.minimum(rt, np.minimum.reduce(f, axis=0))
+            kf = np.arange(done, done + K, dtype=np.float32)[None, :, None]  # [1, K, 1]
+            ki = np.arange(done, done + K, dtype=np.int32)[None, :, None]
+            fbuf, ibuf, jbuf, hbuf = _scratch(2 * K * m)
+            f, i, j, h = (buf[:2 * K * m].reshape(2, K, m) for buf in (fbuf, ibuf, jbuf, hbuf))
+            g = np.empty((2, K, m), dtype=np.float32)
+            lo = np.empty((2, K, m), dtype=np.int32)
+            hi = np.empty((2, K, m), dtype=np.int32)
+            u = np.empty((2, K, m), dtype=np.uint64)
+            v = np.empty((2, K, m), dtype=np.uint64)
+            np.multiply(ki, inc[:, None, :], out=j)
+            np.add(j, base[:, None, :], out=j)
+            np.multiply(kf, c1[:, None, :], out=f)
+            np.add(f, c0[:, None, :], out=f)
+            i[...] = f
+            np.multiply(i, sb, out=i)
+            np.add(j, i, out=j)  # tile index [2, K, m]
+            # Layers the ray spans over the tile: y_min .. y_min + |y1|.
+            np.multiply(kf, y1[:, None, :], out=f)
+            np.add(f, y0[:, None, :], out=f)
+            np.maximum(f, 0, out=g)
+            lo[...] = g
+            np.add(f, ay1[:, None, :], out=g)
+            np.minimum(g, 63, out=g)
+            hi[...] = g
+            np.multiply(lo, 64, out=lo)
+            np.add(lo, hi, out=lo)
+            _RANGE_BITS.take(lo, out=u, mode="clip")
+            masks.take(j, out=v, mode="clip")
+            np.bitwise_and(u, v, out=u)
+            np.not_equal(u, 0, out=h)  # some block of the tile lies in the ray's height range
+            # Earliest possible hit in each tile: its entry, or when the ray comes down to its top.
+            tops.take(j, out=g, mode="clip")
+            np.subtract(g, o[1], out=g)
+            np.multiply(g, down, out=g)
+            np.multiply(kf, tda[:, None, :], out=f)
+            np.add(f, ta0[:, None, :], out=f)
+            np.maximum(f, g, out=f)
+            np.divide(f, h.view(np.uint8), out=f)  # not blocked -> inf
+            rt = np.minimum(rt, np.minimum.reduce(f, axis=(0, 1)))
             done += K
-            nxt = np.minimum(plans[0][0] + done * plans[0][1], plans[1][0] + done * plans[1][1])
+            nxt = np.minimum.reduce(ta0 + np.float32(done) * tda, axis=0)
             keep = (rt > nxt) & (nxt <= lim)
             best[idx] = rt
             if not keep.any():
                 break
             if not keep.all():
                 idx, rt, lim, down = idx[keep], rt[keep], lim[keep], down[keep]
-                for pl in plans:
-                    for q in (0, 1, 2, 3, 4, 5, 7, 8, 9):
-                        if isinstance(pl[q], np.ndarray):
-                            pl[q] = pl[q][keep]
+                ta0, tda, inc, base = ta0[:, keep], tda[:, keep], inc[:, keep], base[:, keep]
+                c0, c1, y0, y1, ay1 = c0[:, keep], c1[:, keep], y0[:, keep], y1[:, keep], ay1[:, keep]
     return np.where(best <= t_lim, best, inf)
 
 
