@@ -125,6 +125,8 @@ class EvalConfig:
     Empty = <data>/idm_judge.pt."""
     judge_steps: int = 1500
     """Training steps when the judge has to be trained."""
+    judge_frames: int = 40000
+    """At most this many training-split frames are decoded for the judge."""
     lpips: bool = True
     """Compute LPIPS (real AlexNet weights; reported as unavailable without them, never a random trunk)."""
     videos: int = 3
@@ -145,7 +147,7 @@ class EvalConfig:
 
 QUICK: dict[str, Any] = dict(episodes=2, clips_per_episode=1, horizons=(1, 4, 16), stability_seconds=4.0,
                              stability_episodes=1, counterfactual_frames=12, counterfactual_starts=1,
-                             judge_steps=60, videos=1, batch_size=8)
+                             judge_steps=60, judge_frames=2000, videos=1, batch_size=8)
 """--quick caps each of these options at this value (horizons: those not above 16)."""
 
 
@@ -281,22 +283,23 @@ class Clip:
 
 
 def heldout_files(root: Path, meta: dict[str, Any], cfg: EvalConfig) -> tuple[list[str], str]:
-    """The episodes the model did not train on: dataset.split_files with the model's own fraction and seed
-    (from its train_config unless overridden). Falls back to all files, saying so."""
+    """The episodes the model did not train on: when the model was trained on this shard folder,
+    dataset.split_files with its own fraction and seed (from its train_config unless overridden); when it
+    was trained on another folder, every episode here. Falls back to all files, saying so."""
     from dataset import read_manifest, split_files
 
     tc = meta.get("train_config") or {}
     frac = cfg.val_fraction if cfg.val_fraction >= 0 else float(tc.get("val_fraction", 0.1))
     seed = cfg.split_seed if cfg.split_seed >= 0 else int(tc.get("seed", 0))
+    every = sorted(e["file"] for e in read_manifest(root))
+    trained_on = str(tc.get("data", ""))
+    if trained_on and Path(trained_on).resolve() != root.resolve() and cfg.val_fraction < 0:
+        return every, (f"all {len(every)} episodes of {root}: the model was trained on {trained_on}, so none "
+                       f"of them was seen in training")
     _, val = split_files(root, frac, seed) if frac > 0 else ([], [])
-    same_data = Path(str(tc.get("data", ""))).resolve() == root.resolve() if tc.get("data") else None
-    note = f"held-out split of {root} (val_fraction {frac}, seed {seed})"
-    if same_data is False:
-        note += f"; the model was trained on {tc.get('data')}, so every episode here is unseen anyway"
     if not val:
-        val = sorted(e["file"] for e in read_manifest(root))
-        note = f"all {len(val)} episodes of {root}: the split has no held-out episode (NOT held out)"
-    return val, note
+        return every, f"all {len(every)} episodes of {root}: the split has no held-out episode (NOT held out)"
+    return val, f"held-out split of {root} (val_fraction {frac}, seed {seed}: {len(val)} of {len(every)} episodes)"
 
 
 def load_clips(root: Path, files: Sequence[str], context: int, horizon: int, per_episode: int,
@@ -803,17 +806,19 @@ def get_judge(cfg: EvalConfig, root: Path, bundle: Any, split: tuple[float, int]
         info = judge.info
         if info.get("source") == "raw-video":
             return judge, f"judge {path} (trained on raw video: its image domain differs from decoded tokens)"
-        if (info.get("vqvae_identity") == bundle.vqvae_identity
+        same = (info.get("vqvae_identity") == bundle.vqvae_identity
                 and info.get("val_fraction") == split[0] and info.get("split_seed") == split[1]
-                and Path(str(info.get("data", ""))).resolve() == root.resolve()):
-            return judge, f"judge {path} (cached)"
-        if cfg.judge:
+                and Path(str(info.get("data", ""))).resolve() == root.resolve())
+        if same and int(info.get("steps", 0)) >= cfg.judge_steps:
+            return judge, f"judge {path} (cached, {info.get('steps')} steps)"
+        if cfg.judge and not same:
             raise ValueError(f"judge {path} was trained for other data, VQ-VAE or split ({info.get('data')}, "
                              f"VQ-VAE {info.get('vqvae_identity')}, split {info.get('val_fraction')}/"
                              f"{info.get('split_seed')}); delete it or pass another --judge")
     t0 = time.perf_counter()
     judge = idm_judge.train_from_shards(root, bundle.vqvae, bundle.vqvae_identity, bundle.encoding, split[0],
-                                        split[1], cfg.judge_steps, device=bundle.device, seed=cfg.seed)
+                                        split[1], cfg.judge_steps, max_frames=cfg.judge_frames,
+                                        device=bundle.device, seed=cfg.seed)
     idm_judge.save_judge(path, judge.net, judge.encoding, judge.info)
     return judge, f"judge trained for {cfg.judge_steps} steps in {time.perf_counter() - t0:.0f} s, cached at {path}"
 
@@ -883,7 +888,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                "no-op = mean frame change while nothing is pressed. Ratio = predictor / ground truth on the "
                "same clips (1.0 perfect, 0 ignored; for no-op, above 1 is idle drift). '-' = the ground truth "
                "shows no measurable response (below the floor) or the action never occurs.", ""]
-        names = [n for n in ("model", "model_noop_actions", "copy") if f"{n}_ratio" in next(iter(ctl["responses"].values()))]
+        first = next(iter(ctl["responses"].values()))
+        names = [n for n in ("model", "model_noop_actions", "copy") if f"{n}_ratio" in first]
         rows = []
         for action, row in ctl["responses"].items():
             rows.append([action, ctl["action_counts"].get(action, 0), row["truth"]] +
@@ -895,7 +901,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             keys = list(next(iter(j.values()))["key_f1"].keys())
             md += ["", f"Inverse-dynamics judge ({r.get('judge_note', '')}) reading the commanded actions back "
                    "from frames; the ground-truth row is the ceiling.", ""]
-            md.append(_table(["frames", "camera acc", "yaw acc", "pitch acc", "key mean F1", *[f"F1 {k}" for k in keys]],
+            md.append(_table(["frames", "camera acc", "yaw acc", "pitch acc", "key mean F1",
+                              *[f"F1 {k}" for k in keys]],
                              [[PRED_LABELS[n], v["camera_acc"], v["yaw_acc"], v["pitch_acc"], v["key_mean_f1"],
                                *[v["key_f1"][k] for k in keys]] for n, v in j.items()]))
         md.append("")
@@ -942,8 +949,21 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 def _savefig(fig: Any, path: Path) -> None:
     from ckpt_io import atomic_path
 
+    fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, dpi=100)
+
+
+def _save_png(img: np.ndarray, path: Path) -> None:
+    """RGB uint8 [H, W, 3] -> PNG, atomically."""
+    import cv2
+
+    from ckpt_io import atomic_write_bytes
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def plot_fidelity(fid: dict[str, Any], path: Path) -> None:
@@ -1013,7 +1033,8 @@ def plot_stability(st: dict[str, Any], path: Path) -> None:
     for s in st["starts"]:
         lbl = s["start"][:24]
         d = s["diversity"]
-        axes[0].plot(np.arange(1, len(d["relative_per_second"]) + 1), d["relative_per_second"], label=lbl)
+        rel = d["relative_per_second"]
+        axes[0].plot(np.arange(1, len(rel) + 1), rel, "o-", ms=3, label=lbl)
         g = s["grey"]
         t = np.arange(len(g["model_per_frame"])) / TICK_HZ
         axes[1].plot(t, g["model_per_frame"], label=f"{lbl} model")
@@ -1046,30 +1067,28 @@ def plot_stability(st: dict[str, Any], path: Path) -> None:
 
 
 def plot_counterfactuals(cf_frames: list[tuple[str, Sequence[str], np.ndarray, np.ndarray]], path: Path) -> None:
-    """Contact sheet of the first start: per preset, oracle and model at four times."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Contact sheet of the first start: a row per preset, oracle and model side by side at four times."""
+    from video_io import upscale_nearest
 
     name, presets, oracle_f, model_f = cf_frames[0]
     n = oracle_f.shape[1]
     times = sorted({max(0, int(round(x))) for x in np.linspace(0, n - 1, 4)})
-    fig, axes = plt.subplots(len(presets), 2 * len(times), figsize=(2.0 * 2 * len(times), 1.25 * len(presets)),
-                             squeeze=False)
+    gap = np.full((oracle_f.shape[2] * 2, 6, 3), 255, np.uint8)  # [2H, 6, 3] white column between times
+    rows = []
     for i, p in enumerate(presets):
-        for j, t in enumerate(times):
-            for k, (src, label) in enumerate(((oracle_f, "oracle"), (model_f, "model"))):
-                ax = axes[i, 2 * j + k]
-                ax.imshow(src[i, t])
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if i == 0:
-                    ax.set_title(f"{label} t={t + 1}", fontsize=8)
-            if j == 0:
-                axes[i, 0].set_ylabel(p, fontsize=7)
-    fig.suptitle(f"Counterfactuals from {name}: oracle vs model")
-    _savefig(fig, path)
-    plt.close(fig)
+        cells = []
+        for t in times:
+            cells += [_label(upscale_nearest(oracle_f[i, t], 2), f"oracle {p} t={t + 1}"),
+                      _label(upscale_nearest(model_f[i, t], 2), "model"), gap]
+        rows.append(np.concatenate(cells[:-1], axis=1))
+        rows.append(np.full((6, rows[-1].shape[1], 3), 255, np.uint8))
+    sheet = np.concatenate(rows[:-1], axis=0)
+    title = np.full((24, sheet.shape[1], 3), 255, np.uint8)
+    import cv2
+
+    cv2.putText(title, f"Counterfactuals from {name}: oracle (left) vs model (right) per preset", (6, 17),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    _save_png(np.concatenate([title, sheet], axis=0), path)
 
 
 def _label(frame: np.ndarray, text: str, bottom: bool = False) -> np.ndarray:

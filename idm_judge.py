@@ -247,16 +247,18 @@ def decode_shard_tokens(vqvae: Any, tokens: np.ndarray, device: torch.device, ba
 
 def load_shard_pairs(root: str | Path, files: Sequence[str], vqvae: Any, device: torch.device,
                      max_frames: int) -> PairData:
-    """Decode the named shards (in order, until max_frames) with the VQ-VAE."""
+    """Decode the named shards with the VQ-VAE: at most max_frames in all, an equal share from the start
+    of each episode (so a cap still covers every episode)."""
     from dataset import open_shard
 
     data = PairData([], [], [])
+    share = max(2, max_frames // max(1, len(files)))
     total = 0
     for f in files:
         if total >= max_frames:
             break
         sh = open_shard(Path(root) / f)
-        n = min(len(sh["tokens"]), max_frames - total)
+        n = min(len(sh["tokens"]), share, max_frames - total)
         if n < 2:
             continue
         data.frames.append(decode_shard_tokens(vqvae, np.asarray(sh["tokens"][:n]), device))
@@ -376,7 +378,8 @@ def train_judge(train: PairData, val: PairData | None, encoding: ActionEncoding,
         opt.step()
         sched.step()
         if s % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", pairs_per_s=f"{(s + 1) * batch_size / (time.perf_counter() - t0):.0f}")
+            rate = (s + 1) * batch_size / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss.item():.3f}", pairs_per_s=f"{rate:.0f}")
     judge = Judge(net.eval(), encoding, dict(info or {}), dev)
     judge.info.update(steps=steps, batch_size=batch_size, train_pairs=int(len(pairs)),
                       train_episodes=list(train.names), train_seconds=round(time.perf_counter() - t0, 1))

@@ -141,7 +141,8 @@ def table(records: Sequence[dict[str, Any]]) -> str:
             err = (r.get("error") or "").strip().splitlines()
             shown = (err[-1] if err else "failed").replace("|", "/")[:120]
             status = "FAILED"
-        lines.append(f"| {r['name']} | {status} | {shown} | {r.get('seconds', '-')} | {machine} | {r.get('date', '-')} |")
+        lines.append(f"| {r['name']} | {status} | {shown} | {r.get('seconds', '-')} | {machine} | "
+                     f"{r.get('date', '-')} |")
     return "\n".join(lines)
 
 
@@ -158,7 +159,10 @@ def update_markdown(path: Path, body: str) -> None:
         text = head + block + tail
     else:
         idx = text.find("\n## ")
-        text = (text[:idx + 1] + block + "\n\n" + text[idx + 1:]) if idx >= 0 else (text.rstrip() + "\n\n" + block + "\n")
+        if idx >= 0:
+            text = text[:idx + 1] + block + "\n\n" + text[idx + 1:]
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
     atomic_write_text(path, text)
 
 

@@ -93,8 +93,15 @@ def test_quick_cli_end_to_end(tiny_setup, tmp_path, capsys):
         assert heading in md
     # The cached judge is reused, not retrained.
     from rollout import load_bundle
-    _, note = E.get_judge(E.EvalConfig(), shards, load_bundle(wm, device="cpu"), (0.34, 0))
-    assert "(cached)" in note
+    bundle = load_bundle(wm, device="cpu")
+    _, note = E.get_judge(E.EvalConfig(judge_steps=3), shards, bundle, (0.34, 0))
+    assert "(cached, 3 steps)" in note
+    # A model trained on another folder: every episode here is unseen.
+    files, why = E.heldout_files(shards, {"train_config": {"data": "elsewhere", "val_fraction": 0.34}},
+                                 E.EvalConfig())
+    assert len(files) == 3 and "none of them was seen" in why
+    files, why = E.heldout_files(shards, bundle.meta, E.EvalConfig())
+    assert len(files) == 1 and "held-out split" in why
 
 
 def test_copy_last_frame_model_scores_exactly_the_copy_baseline(tiny_setup, tmp_path):
@@ -172,7 +179,7 @@ def test_response_signs_on_block_world_presets():
     first = render(world, state, (128, 72))[None, None]
     got = {}
     for preset in ("turn-right-360", "walk-forward", "walk-back", "strafe-left", "jump"):
-        a = preset_actions(preset, 12)[None]
+        a = preset_actions(preset, 90 if preset == "turn-right-360" else 12)[None, :12]  # turns: 4 deg/step
         frames = np.concatenate([first, rollout(world, state, a[0], (128, 72))[None]], 1)
         got[preset] = E.responses(E.pixel_measures(frames, a), a)
     assert got["turn-right-360"]["yaw"] > 0.5
@@ -184,13 +191,13 @@ def test_response_signs_on_block_world_presets():
 def test_stability_checks_catch_collapse_flashing_and_drift():
     rng = np.random.default_rng(0)
     n = 112  # the flash check judges only rollouts of at least 10 cycles of its longest period
-    tex = np.clip(rng.random((72, 250, 3)) * 0.8 + 0.1, 0, 1)
-    truth = np.stack([tex[:, i:i + 128] for i in range(n)])  # a steady pan
+    tex = np.clip(rng.random((24, 160, 3)) * 0.8 + 0.1, 0, 1)
+    truth = np.stack([tex[:, i:i + 48] for i in range(n)])  # a steady pan (small frames: only speed differs)
     tokens = rng.integers(0, 50, (n, 4, 4))
     last = truth[0]
     ok = E.stability_checks(tokens, truth, tokens, truth, None, np.repeat(last[None], n, 0), None, last)
     assert all(ok[k]["pass"] for k in ("diversity", "grey", "flashing", "noop_drift"))
-    grey = np.repeat(truth.mean(axis=(1, 2), keepdims=True), 72, 1).repeat(128, 2)
+    grey = np.repeat(truth.mean(axis=(1, 2), keepdims=True), 24, 1).repeat(48, 2)
     bad = E.stability_checks(np.zeros_like(tokens), grey, tokens, truth, None, truth, None, last)
     assert not bad["grey"]["pass"] and not bad["diversity"]["pass"] and not bad["noop_drift"]["pass"]
     flash = truth.copy()
