@@ -31,9 +31,12 @@ MAX_FIGURES = 8
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, core count, OS, Python, torch and GPU (if any)."""
+    """CPU model, core count, load average (a shared machine makes figures noisy), OS, Python, torch and
+    GPU (if any)."""
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpu": platform.processor() or "unknown", "cores": os.cpu_count()}
+                            "cpu": platform.processor() or "unknown", "cores": os.cpu_count(),
+                            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg")
+                            else None}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -131,6 +134,8 @@ def table(records: Sequence[dict[str, Any]]) -> str:
         m = r.get("machine") or {}
         gpu = m.get("gpu")
         machine = f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores" + (f", {gpu}" if gpu else ", no GPU")
+        if m.get("load_average"):
+            machine += f", load {m['load_average'][0]}"
         if r.get("ok"):
             figs = flatten(r.get("result") or {})
             shown = ", ".join(f"{k} {_num(v)}" for k, v in figs[:MAX_FIGURES])
@@ -187,11 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: unknown bench script(s) {unknown}; available: {names}", file=sys.stderr)
             return 2
         names = [n for n in names if n in wanted]
-    machine = machine_info()
     failed = []
     for name in names:
         print(f"== bench {name}", flush=True)
-        rec = run_one(name, bench_dir, args.timeout, machine)
+        rec = run_one(name, bench_dir, args.timeout, machine_info())
         atomic_write_json(results / f"{name}.json", rec)
         print(json.dumps(rec["result"]) if rec["ok"] else f"FAILED: {rec.get('error', '')}", flush=True)
         if not rec["ok"]:
