@@ -703,14 +703,18 @@ class Evaluation:
             ctx_a = np.repeat(st.actions[None], p, 0)
             model_tok = self.model.rollout(ctx, ctx_a, acts)
             copy_tok = CopyPredictor().rollout(ctx, ctx_a, acts)
+            # The no-op-action baseline is the same rollout for every preset: run it once.
+            idle_tok = self.model.rollout(ctx[:1], ctx_a[:1], np.zeros_like(acts[:1]))
             model_f = self.decode(model_tok)  # [P, N, H, W, 3]
             copy_f = self.decode(copy_tok)
+            idle_f = np.repeat(self.decode(idle_tok), p, axis=0)
             oracle_raw = np.stack([st.oracle(a) for a in acts])  # [P, N, H, W, 3]
             oracle_tok = self.encode(oracle_raw.reshape((-1,) + oracle_raw.shape[2:]))
             oracle_f = self.decode(oracle_tok).reshape(oracle_raw.shape)  # the truth as the VQ-VAE draws it
             last = self.decode(st.tokens[-1:])[0]
             mm = frame_metrics(model_f, oracle_f, self.lpips_net, self.device)
             cm = frame_metrics(copy_f, oracle_f, self.lpips_net, self.device)
+            im = frame_metrics(idle_f, oracle_f, self.lpips_net, self.device)
             rows = {}
             for i, name in enumerate(presets):
                 seq_o = np.concatenate([last[None], oracle_f[i]])[None]
@@ -722,6 +726,8 @@ class Evaluation:
                               "lpips": float(np.mean(mm["lpips"][i])) if "lpips" in mm else None,
                               "copy_psnr": float(np.mean(cm["psnr"][i])),
                               "copy_lpips": float(np.mean(cm["lpips"][i])) if "lpips" in cm else None,
+                              "noop_actions_psnr": float(np.mean(im["psnr"][i])),
+                              "noop_actions_lpips": float(np.mean(im["lpips"][i])) if "lpips" in im else None,
                               "response": key, "oracle_response": ro[key], "model_response": rm[key],
                               "ratio": M.ratio(rm[key], ro[key], RESPONSE_FLOORS[key])}
             per_start.append({"start": st.name, "presets": rows})
@@ -730,7 +736,8 @@ class Evaluation:
         for name in presets:
             vals = [s["presets"][name] for s in per_start]
             summary[name] = {k: M.nanmean([v[k] for v in vals]) for k in
-                             ("psnr", "ssim", "lpips", "copy_psnr", "copy_lpips", "ratio")}
+                             ("psnr", "ssim", "lpips", "copy_psnr", "copy_lpips", "noop_actions_psnr",
+                              "noop_actions_lpips", "ratio")}
             summary[name]["response"] = vals[0]["response"] if vals else None
         return {"frames": n, "presets": list(presets), "per_start": per_start, "summary": summary,
                 "truth": "oracle frames re-encoded and decoded by the VQ-VAE"}
@@ -911,9 +918,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     if cf.get("summary"):
         md += [f"Each preset for {cf['frames']} frames from the same start through the oracle and the model; truth = "
                f"{cf['truth']}.", "", "![counterfactuals](counterfactuals.png)", ""]
-        md.append(_table(["preset", "PSNR model", "PSNR copy", "LPIPS model", "LPIPS copy", "response", "ratio"],
-                         [[k, v["psnr"], v["copy_psnr"], v["lpips"], v["copy_lpips"], v["response"] or "-", v["ratio"]]
-                          for k, v in cf["summary"].items()]))
+        md.append(_table(["preset", "PSNR model", "PSNR no-op actions", "PSNR copy", "LPIPS model",
+                          "LPIPS no-op actions", "LPIPS copy", "response", "ratio: model / oracle"],
+                         [[k, v["psnr"], v["noop_actions_psnr"], v["copy_psnr"], v["lpips"], v["noop_actions_lpips"],
+                           v["copy_lpips"], v["response"] or "-", v["ratio"]] for k, v in cf["summary"].items()]))
     else:
         md.append(f"Skipped: {cf.get('skipped', 'no block-world episodes')}")
     md.append("")
@@ -937,12 +945,12 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                          f"{_fmt(fl['period'], 1)} / {_fmt(fl['relative_amplitude'], 2)}" if fl["period"] else "-",
                          fl["pass"], s["noop_drift"]["last_second"], s["noop_drift"]["limit"], s["noop_drift"]["pass"],
                          s["pass"]])
-        md.append(_table(["start", "diversity rel.", "", "colour var. rel.", "", "peak period / rel. amp.",
-                          "", "no-op drift", "limit", "", "all"], rows))
+        md.append(_table(["start", "diversity rel.", "ok", "colour var. rel.", "ok", "peak period / rel. amp.",
+                          "ok", "no-op drift", "limit", "ok", "all"], rows))
         md += ["", "Reference per start: " + "; ".join(f"{s['start']}: {s['reference']}" for s in st["starts"]), ""]
     if r.get("videos"):
         md += ["## Videos", ""] + [f"- [{Path(v).name}](videos/{Path(v).name})" for v in r["videos"]] + [""]
-    md += ["## Timings", "", ", ".join(f"{k} {v:.1f}" for k, v in r.get("timings", {}).items()), ""]
+    md += ["## Timings (seconds)", "", ", ".join(f"{k} {v:.1f}" for k, v in r.get("timings", {}).items()), ""]
     atomic_write_text(path, "\n".join(md) + "\n")
 
 
@@ -1176,7 +1184,7 @@ def summary_of(report: dict[str, Any]) -> dict[str, Any]:
         s["counterfactual PSNR (mean over presets)"] = M.nanmean([v["psnr"] for v in cf["summary"].values()])
     st = report.get("stability")
     if st:
-        for k, label in (("diversity", "codebook diversity"), ("grey", "no grey collapse"),
+        for k, label in (("diversity", "codebook diversity in range"), ("grey", "no grey collapse"),
                          ("flashing", "no periodic flashing"), ("noop_drift", "no idle drift")):
             s[f"stability: {label}"] = all(x[k]["pass"] for x in st["starts"])
     return s

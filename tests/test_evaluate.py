@@ -124,7 +124,7 @@ def test_copy_last_frame_model_scores_exactly_the_copy_baseline(tiny_setup, tmp_
     j = report["controllability"]["judge"]
     assert j["model"] == j["copy"]
     cf = report["counterfactuals"]["summary"]
-    assert all(v["psnr"] == pytest.approx(v["copy_psnr"]) for v in cf.values())
+    assert all(v["psnr"] == pytest.approx(v["copy_psnr"]) == pytest.approx(v["noop_actions_psnr"]) for v in cf.values())
 
 
 def test_ground_truth_model_is_perfect_and_ratios_are_one(tiny_setup):
