@@ -116,11 +116,13 @@ def main() -> None:
         wall, cpu = _best(fn, cfg.repeats)
         out[f"{name}_fps"] = round(count / wall, 1)
         out[f"{name}_fps_cpu"] = round(count / cpu, 1)
-    per_biome = {}
+    per_biome, per_biome_cpu = {}, {}
     for biome, world, _, states, _ in episodes:
-        wall, _ = _best(lambda: [render(world, s, size) for s in states], cfg.repeats)
+        wall, cpu = _best(lambda: [render(world, s, size) for s in states], cfg.repeats)
         per_biome[biome] = round(len(states) / wall, 1)
+        per_biome_cpu[biome] = round(len(states) / cpu, 1)
     out["render_fps_by_biome"] = per_biome
+    out["render_fps_cpu_by_biome"] = per_biome_cpu
     out["config"] = to_dict(cfg)
     out["machine"] = _machine()
     out["date"] = datetime.datetime.now().isoformat(timespec="seconds")
