@@ -16,6 +16,7 @@ finds the bottom under the surface).
 from __future__ import annotations
 
 import math
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -123,16 +124,18 @@ def eye_position(state: PlayerState) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ tracing
 
-_SCRATCH: list[np.ndarray] = []
+_SCRATCH = threading.local()
 
 
 def _scratch(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Reusable flat work buffers (float32, int32, int32, bool) of at least `size` elements."""
-    if not _SCRATCH or _SCRATCH[0].size < size:
+    """Reusable flat work buffers (float32, int32, int32, bool) of at least `size` elements, one set per
+    thread (so renders in several threads do not share them)."""
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None or bufs[0].size < size:
         cap = max(size, 1 << 16)
-        _SCRATCH[:] = [np.empty(cap, np.float32), np.empty(cap, np.int32), np.empty(cap, np.int32),
-                       np.empty(cap, bool)]
-    return _SCRATCH[0], _SCRATCH[1], _SCRATCH[2], _SCRATCH[3]
+        bufs = (np.empty(cap, np.float32), np.empty(cap, np.int32), np.empty(cap, np.int32), np.empty(cap, bool))
+        _SCRATCH.bufs = bufs
+    return bufs
 
 
 def trace(occ: np.ndarray, sx: int, sz: int, origin: np.ndarray, d: np.ndarray,
