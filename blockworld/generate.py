@@ -7,7 +7,8 @@ DIR/annotation.csv. Entry str(i) of the JSON's `actions` is the action that prod
 belongs to the first frame (a no-op: the episode's start), so an episode of S seconds has 16*S frames and
 as many entries. The JSON's `blockworld` section (world seed, start state, render version) lets
 `blockworld.episode_start` re-create the start exactly; rolling the JSON's actions 1.. through the oracle
-reproduces frames 1.. . Episode i starts in biome BIOMES[(K + i) % 4], at a random place of world K.
+reproduces frames 1.. . Episode i starts in biome BIOMES[(K + i) % 4], at a random place of world K; its
+random generator is seeded with [K, i] (stored as blockworld.seed).
 """
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ def episode_frames(cfg: GenerateConfig, part: int, meta: dict[str, Any],
     actions: dict[str, Any] = {}
     meta.update({"biome": world.biome_at(state.pos[0], state.pos[2]), "initial_weather": "clear",
                  "start_time": "Noon", "actions": actions,
-                 "blockworld": {"render_version": RENDER_VERSION, "world_seed": cfg.seed, "part": part,
+                 "blockworld": {"render_version": RENDER_VERSION, "seed": [cfg.seed, part],
+                                "world_seed": cfg.seed, "part": part,
                                 "spawn": state.to_dict(), "size": list(size), "fps": TICKS_PER_SECOND,
                                 "policy": "gamefactory_isolated_actions"}})
     action = noop()
