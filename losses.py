@@ -5,6 +5,10 @@ Every loss returns `(total, {name: detached value})`; per-sample variants (suffi
 of the global batch and the mean of their means is the global mean). Random inputs (Gumbel noise) are
 passed in, never drawn here, so the same batch always gives the same loss.
 
+Layout: logits are [B, K, h, w] (the model's head returns that as a view of a codes-last [B, h, w, K]
+tensor); the heavy functions work on the codes-last view (`movedim(1, -1)`, free for such logits) so
+softmax, cross-entropy and the codebook matmul run over contiguous rows without layout copies.
+
 Lessons of ../shared/reference/project-ochre-changelog.md kept here:
 - the semantic and LPIPS losses go through a Gumbel-softmax *soft* embedding (v4.6.2): probabilities over
   the codebook times the codebook, decoded by the VQ-VAE decoder, so gradients reach the logits (an argmax
@@ -30,10 +34,17 @@ def _detached(parts: dict[str, torch.Tensor]) -> Parts:
 
 # ----------------------------------------------------------------------------- token cross-entropy
 
+def _codes_last(x: torch.Tensor) -> torch.Tensor:
+    """[B, K, h, w] -> [B, h, w, K] (a free view when x is a codes-last tensor seen as [B, K, h, w])."""
+    return x.movedim(1, -1)
+
+
 def token_ce_per_sample(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """logits [B, K, h, w], target [B, h, w] int64 -> mean CE per sample [B] (fp32)."""
-    ce = F.cross_entropy(logits.float(), target, reduction="none")  # [B, h, w]
-    return ce.flatten(1).mean(1)
+    b, k = logits.shape[:2]
+    flat = _codes_last(logits).float().reshape(-1, k)  # [B*h*w, K]
+    ce = F.cross_entropy(flat, target.reshape(-1), reduction="none")  # [B*h*w]
+    return ce.view(b, -1).mean(1)
 
 
 def token_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Parts]:
@@ -46,38 +57,40 @@ def token_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
 def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = None,
                  device: torch.device | str = "cpu") -> torch.Tensor:
     """Standard Gumbel samples -log(-log U) of `shape`, from `generator`."""
-    u = torch.rand(shape, generator=generator, device=device)
-    return -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+    # -log(-log U), in place on one buffer (torch's exponential_ is several times slower on CPU). U = 0
+    # gives -inf: that code gets probability 0 for this draw, never a NaN.
+    return torch.rand(shape, generator=generator, device=device).log_().neg_().log_().neg_()
 
 
 def gumbel_softmax_probs(logits: torch.Tensor, tau: float, noise: torch.Tensor | None,
                          hard: bool = False) -> torch.Tensor:
-    """Softmax((logits + noise) / tau) over dim 1 ([B, K, h, w]); with `hard`, the straight-through
-    one-hot (forward one-hot, backward soft). noise None = plain tempered softmax."""
+    """Softmax((logits + noise) / tau) over the codes ([B, K, h, w], noise the same shape, best as a
+    codes-last view); with `hard`, the straight-through one-hot (forward one-hot, backward soft).
+    noise None = plain tempered softmax. Returns a [B, K, h, w] view of a codes-last tensor."""
     if tau <= 0:
         raise ValueError(f"Gumbel tau must be > 0, got {tau}")
-    x = logits.float()
-    if noise is not None:
-        x = x + noise
-    soft = F.softmax(x / tau, dim=1)
-    if not hard:
-        return soft
-    one_hot = F.one_hot(soft.argmax(1), soft.shape[1]).movedim(-1, 1).to(soft.dtype)  # [B, K, h, w]
-    return one_hot - soft.detach() + soft
+    x = _codes_last(logits).float()  # [B, h, w, K]
+    x = (x + _codes_last(noise)).mul_(1.0 / tau) if noise is not None else x * (1.0 / tau)
+    soft = F.softmax(x, dim=-1)
+    if hard:
+        one_hot = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)  # [B, h, w, K]
+        soft = one_hot - soft.detach() + soft
+    return soft.movedim(-1, 1)
 
 
 def soft_embeddings(probs: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """probs [B, K, h, w] x codebook [K, D] -> expected code vectors [B, D, h, w] (differentiable)."""
-    return torch.einsum("bkhw,kd->bdhw", probs, codebook.to(probs.dtype))
+    """probs [B, K, h, w] x codebook [K, D] -> expected code vectors [B, D, h, w] (differentiable; a view of
+    a codes-last [B, h, w, D] tensor)."""
+    return torch.matmul(_codes_last(probs), codebook.to(probs.dtype)).movedim(-1, 1)
 
 
 def semantic_per_sample(z_soft: torch.Tensor, codebook: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Squared distance between soft embeddings [B, D, h, w] and the target codes' vectors, divided by the
     codebook's mean squared spread so the scale does not depend on the tokenizer -> [B]."""
     cb = codebook.detach().float()
-    tgt = F.embedding(target, cb).movedim(-1, 1)  # [B, D, h, w]
+    tgt = F.embedding(target, cb)  # [B, h, w, D]
     spread = (cb - cb.mean(0)).pow(2).sum(1).mean().clamp_min(1e-8)
-    return (z_soft.float() - tgt).pow(2).sum(1).flatten(1).mean(1) / spread
+    return (_codes_last(z_soft).float() - tgt).pow(2).sum(-1).flatten(1).mean(1) / spread
 
 
 def semantic_loss(logits: torch.Tensor, target: torch.Tensor, codebook: torch.Tensor, tau: float,

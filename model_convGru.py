@@ -324,6 +324,9 @@ class WorldModel(nn.Module):
         self.idm = InverseDynamicsHead(hd, cfg.idm_hidden, cfg.idm_max_span)
         if codebook is not None and cfg.init_from_codebook:
             self.init_from_codebook(codebook)
+        # Channels-last throughout: the token embedding already comes out that way, and torch's CPU
+        # depthwise-conv backward is ~3x faster in it (5x5: 8 ms vs 25 ms at [8, 128, 18, 32]).
+        self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ set-up
 
@@ -354,8 +357,9 @@ class WorldModel(nn.Module):
                    dtype: torch.dtype = torch.float32) -> State:
         """A fresh recurrent state: zero hidden states and an empty attention memory."""
         c = self.cfg
-        st: State = {f"h{i}": torch.zeros(batch_size, c.hidden_dim, c.grid_h, c.grid_w, device=device,
-                                          dtype=dtype) for i in range(c.num_layers)}
+        st: State = {f"h{i}": torch.zeros(batch_size, c.grid_h, c.grid_w, c.hidden_dim, device=device,
+                                          dtype=dtype).permute(0, 3, 1, 2)  # [B, H, gh, gw] channels-last
+                     for i in range(c.num_layers)}
         if self.attn is not None:
             st["mem_kv"] = torch.zeros(batch_size, c.attn_ctx, self.attn.tokens, 2 * c.attn_dim,
                                        device=device, dtype=dtype)
@@ -417,8 +421,10 @@ class WorldModel(nn.Module):
         if self.cfg.head_dim <= 0:
             return self.head(feat)
         p = self.head_proj(feat)  # [B, D, gh, gw]
-        logits = torch.einsum("bdhw,kd->bhwk", p, self.out_embed.to(p.dtype)) + self.out_bias.to(p.dtype)
-        return logits.permute(0, 3, 1, 2)  # [B, K, gh, gw] (channels-last in memory)
+        b, d, gh, gw = p.shape
+        flat = p.movedim(1, -1).reshape(-1, d)  # [B*gh*gw, D]
+        logits = torch.addmm(self.out_bias.to(p.dtype), flat, self.out_embed.to(p.dtype).t())  # [B*gh*gw, K]
+        return logits.view(b, gh, gw, -1).movedim(-1, 1)  # [B, K, gh, gw], codes-last in memory
 
     def step(self, tokens: torch.Tensor, action: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """tokens [B, gh, gw] int64 (frame t), action [B, 15] (action t) -> (logits [B, K, gh, gw] for

@@ -101,6 +101,8 @@ class TrainConfig(CurriculumConfig, ModelArchConfig):
     """Seed of model initialisation and of every per-step random choice."""
     device: str = "auto"
     """auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda or cuda:N."""
+    cpu_threads: int = 0
+    """torch intra-op threads on CPU (0 = torch's default, one per core; use fewer on a shared machine)."""
     amp: bool = True
     """Mixed precision on CUDA: bf16 where supported, else fp16 with a GradScaler (P100). CPU is fp32."""
     batch_size: int = 8
@@ -446,8 +448,11 @@ class Trainer:
         plan = self._plan(gens, t_total, tf)
 
         def noise() -> torch.Tensor:
-            return per_sample(gens, lambda g: -torch.log(-torch.log(
-                torch.rand(k, gh, gw, generator=g, device=dev).clamp(1e-10, 1.0 - 1e-7))))
+            """Gumbel noise [B, K, h, w], drawn codes-last like the logits (no layout copies downstream)."""
+            out = torch.empty(len(gens), gh, gw, k, device=dev)  # [B, h, w, K]
+            for row, g in zip(out, gens):  # each sample from its own generator, written in place
+                row.uniform_(generator=g)
+            return out.log_().neg_().log_().neg_().movedim(-1, 1)  # -log(-log U) is Gumbel
 
         frame_w = torch.ones(t_total, device=dev)
         frame_w[tf:] = cfg.ar_loss_weight
@@ -959,6 +964,8 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
             backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
             tdist.init_process_group(backend)
     device = resolve_device(cfg.device, dist.local_rank)
+    if cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     files = RunFiles(cfg.run_dir)
