@@ -38,9 +38,9 @@ import numpy as np
 from actions import ACTION_SCHEMA_VERSION, KEY_FIELDS, RAW, RAW_FIELDS, ActionEncoding
 from ckpt_io import CheckpointError, atomic_path, atomic_write_json
 from config import ConfigError, main_config, to_dict
-from sources import (Episode, SourceError, decode_kept, discover, load_alignment, plan_kept_frames,
+from sources import (Aligned, Episode, SourceError, decode_kept, discover, load_alignment, plan_kept_frames,
                      resample_actions)
-from video_io import VideoError, probe
+from video_io import VideoError, VideoInfo, probe
 
 SHARD_FORMAT_VERSION = 1
 # dataset.py (which imports torch) is imported inside functions: decode worker processes import this module
@@ -110,6 +110,12 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def skip_line(file: str, reason: str) -> str:
+    """One line naming the skipped file and why (reasons that already start with it are not repeated)."""
+    first = reason.splitlines()[0] if reason else "unknown reason"
+    return f"skip {first}" if first.startswith(file) else f"skip {file}: {first}"
+
+
 def log(msg: str) -> None:
     from tqdm import tqdm
 
@@ -119,16 +125,23 @@ def log(msg: str) -> None:
 
 # ----------------------------------------------------------------------------- decode side
 
+def probe_and_align(ep: Episode) -> tuple[VideoInfo, Aligned]:
+    """Container info and aligned actions of an episode; a frame count in the header that differs from
+    what the actions cover is refused before any decoding."""
+    info = probe(ep.video)
+    al = load_alignment(ep, info.frames)
+    if info.frames and info.frames != al.video_frames:
+        more = "more" if al.video_frames > info.frames else "fewer"
+        raise SourceError(f"{ep.actions}: actions cover {al.video_frames} frames but {ep.video} has "
+                          f"{info.frames} ({more} action entries than frames)")
+    return info, al
+
+
 def produce_episode(index: int, ep: Episode, s: DecodeSettings, put: Callable[[tuple], None]) -> None:
     """Decode + align one episode and stream ("frames", i, chunk) ... ("end", i, info) or ("error", i,
     reason) through `put`. Runs in a thread or worker process; never raises for bad input."""
     try:
-        info = probe(ep.video)
-        al = load_alignment(ep, info.frames)
-        if info.frames and info.frames != al.video_frames:
-            more = "more" if al.video_frames > info.frames else "fewer"
-            raise SourceError(f"{ep.actions}: actions cover {al.video_frames} frames but {ep.video} has "
-                              f"{info.frames} ({more} action entries than frames)")
+        info, al = probe_and_align(ep)
         kept = plan_kept_frames(al.frames, info.fps, s.fps, s.skip_start_seconds)
         if len(kept) < 2:
             raise SourceError(f"{ep.video}: too short: {al.frames} frames at {info.fps:g} fps leave "
@@ -440,7 +453,7 @@ def run(cfg: PreprocessConfig, after_shard: Callable[[str], None] | None = None)
         _prepare_out(cfg, out, meta, d)
         skipped = [{"file": f, "reason": r} for f, r in problems] if d.rank == 0 else []
         for s in skipped:
-            log(f"skip {s['file']}: {s['reason']}")
+            log(skip_line(s["file"], s["reason"]))
         mine = split_for_rank(episodes, d.rank, d.world)
         try:
             previous = {e["file"]: e for e in json.loads((out / "manifest.json").read_text())}
@@ -484,7 +497,7 @@ def run(cfg: PreprocessConfig, after_shard: Callable[[str], None] | None = None)
                 chunks = parts.pop(i, [])
                 if kind == "error":
                     skipped.append({"file": str(ep.video), "reason": payload})
-                    log(f"skip {ep.video}: {payload.splitlines()[0]}")
+                    log(skip_line(str(ep.video), payload))
                 else:
                     tokens = np.concatenate(chunks)
                     if len(tokens) != len(payload["frame_index"]):
@@ -560,7 +573,7 @@ def _finish(cfg: PreprocessConfig, out: Path, meta: dict[str, Any], parts: list[
     if report["skipped"]:
         log(f"skipped ({len(report['skipped'])}):")
         for s in report["skipped"]:
-            log(f"  {s['file']}: {s['reason'].splitlines()[0]}")
+            log("  " + skip_line(s["file"], s["reason"]))
     return report
 
 
@@ -634,8 +647,7 @@ def best_lag(corr: dict[int, float]) -> tuple[int | None, float]:
 def check_episode(ep: Episode, s: DecodeSettings) -> dict[str, Any]:
     """Lag estimate and resampled actions of one episode (for --check)."""
     try:
-        info = probe(ep.video)
-        al = load_alignment(ep, info.frames)
+        info, al = probe_and_align(ep)
         start = int(math.ceil(s.skip_start_seconds * info.fps - 1e-9))
         rel = np.arange(min(start, al.frames), al.frames)
         if len(rel) < 8:
@@ -699,7 +711,7 @@ def run_check(cfg: PreprocessConfig) -> dict[str, Any]:
     s = DecodeSettings(cfg.fps, (0, 0), cfg.skip_start_seconds)
     episodes, problems = discover(cfg.check, cfg.source)
     for f, r in problems:
-        log(f"skip {f}: {r}")
+        log(skip_line(f, r))
     jobs = [(ep, s) for ep in episodes]
     if cfg.workers > 0 and len(jobs) > 1:
         with mp.get_context("spawn").Pool(cfg.workers) as pool:
@@ -709,7 +721,7 @@ def run_check(cfg: PreprocessConfig) -> dict[str, Any]:
     good = [r for r in results if "error" not in r]
     for r in results:
         if "error" in r:
-            log(f"skip {r['video']}: {r['error']}")
+            log(skip_line(r["video"], r["error"]))
     log(f"lag check (image motion vs yaw, lags {CHECK_LAGS[0]}..{CHECK_LAGS[-1]}; lag +k means the action "
         f"that moved the view into frame i is stored k frames late):")
     warnings: list[str] = []
