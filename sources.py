@@ -321,6 +321,18 @@ def resample_actions(actions: np.ndarray, kept: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- decoding
 
+def count_frames(path: str | Path) -> int:
+    """Number of video packets (= frames for the H.264 files these datasets use), without decoding."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            stream = c.streams.video[0]
+            return sum(1 for p in c.demux(stream) if p.size)
+    except (av.error.FFmpegError, IndexError) as e:
+        raise VideoError(f"{path}: unreadable video ({e})") from e
+
+
 def decode_kept(path: str | Path, kept: np.ndarray, size: tuple[int, int], expected_frames: int,
                 chunk: int = 128, gray: bool = False) -> Iterator[np.ndarray]:
     """Decode a video and yield its frames at sorted absolute indices `kept`, resized to size=(w, h) with
