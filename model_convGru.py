@@ -40,7 +40,7 @@ class ModelArchConfig:
 
     embed_dim: int = 64
     """Channels of the token embedding fed to the first GRU layer."""
-    hidden_dim: int = 96
+    hidden_dim: int = 128
     """Channels of every ConvGRU hidden state."""
     num_layers: int = 2
     """Number of stacked ConvGRU cells; a residual connection spans every 2 layers."""

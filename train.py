@@ -203,14 +203,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                  ar_ramp_steps=4, ar_min_len=1, ar_max_len=3, min_tf_steps=2, brake_interval=2,
                  ss_midpoint=20, ss_steepness=5.0, tau_steps=40, corrupt_ramp_steps=10, log_every=1,
                  diag_every=5, image_every=10, val_every=10, val_batches=1, ckpt_every=10, keep_last=2),
-    # CPU-friendly model: ~0.33 GFLOP per frame so live play reaches 30 FPS with the VQ decode.
+    # CPU-friendly model: ~0.33 GFLOP per frame so live play reaches 30 FPS with the VQ decode; a training
+    # schedule sized for a CPU (a few thousand steps of ~1-2 s on 2 cores; see BENCHMARKS.md).
     "laptop": dict(embed_dim=64, hidden_dim=128, num_layers=2, kernel_size=5, separable=True, film_hidden=64,
                    head_dim=64, attn_ctx=4, attn_dim=32, attn_heads=2, attn_pool=(3, 4), idm_hidden=128,
-                   batch_size=8, seq_len=12, total_steps=20000, lr=1e-3, ar_max_len=6),
-    # GPU recipe (A100 40/80 GB; on a P100 fp16 is used automatically): full convolutions, 4 layers.
-    "a100": dict(embed_dim=256, hidden_dim=512, num_layers=4, kernel_size=3, separable=False, film_hidden=512,
+                   batch_size=4, seq_len=10, total_steps=3000, warmup_steps=100, lr=1e-3, ar_start_step=300,
+                   ar_ramp_steps=1200, ar_min_len=2, ar_max_len=4, min_tf_steps=2, brake_interval=50,
+                   ss_midpoint=1500, ss_steepness=300.0, tau_steps=2500, corrupt_ramp_steps=500, log_every=10,
+                   diag_every=100, image_every=250, val_every=250, ckpt_every=250),
+    # GPU recipe (A100 40/80 GB; a P100 gets fp16 + GradScaler automatically): full 3x3 convolutions,
+    # 4 layers of 384 channels, ~35 GFLOP per frame (~108x laptop), 36 M parameters. Not yet timed on a GPU.
+    "a100": dict(embed_dim=192, hidden_dim=384, num_layers=4, kernel_size=3, separable=False, film_hidden=512,
                  head_dim=256, attn_ctx=8, attn_dim=128, attn_heads=4, attn_pool=(3, 4), idm_hidden=512,
-                 batch_size=32, seq_len=24, total_steps=150000, warmup_steps=2000, lr=3e-4, ar_start_step=5000,
+                 batch_size=32, seq_len=24, total_steps=100000, warmup_steps=2000, lr=3e-4, ar_start_step=5000,
                  ar_ramp_steps=30000, ar_min_len=3, ar_max_len=16, min_tf_steps=4, ss_midpoint=30000,
                  ss_steepness=6000.0, tau_steps=60000, corrupt_ramp_steps=10000, lpips_per_sample=2,
                  num_workers=4, log_every=50, diag_every=1000, image_every=5000, val_every=5000,
@@ -351,6 +356,7 @@ class Trainer:
         self.step = 0
         self.brake: BrakeState = initial_brake(cfg)
         self.bad_streak = 0
+        self.stop_synced = False
         self.timer = PhaseTimer(device)
         self.presets = torch.from_numpy(np.stack([encoding.encode(a) for a in PRESET_ACTIONS.values()])
                                         ).to(device)  # [P, 15]
@@ -618,9 +624,8 @@ class Trainer:
                     offset += n
         vals = dict(zip(keys, vec[:-2].tolist()))
         bad = bool(vec[-2] > 0)
-        stop_any = bool(vec[-1] > 0)
-        if stop_any:
-            _STOP.requested = True
+        # Every process stops after the same step: a signal seen by any of them (all-reduced here).
+        self.stop_synced = bool(vec[-1] > 0)
         out: dict[str, float] = {}
         grad_norm = float("nan")
         if not bad:
@@ -1048,7 +1053,11 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
     window_t0, window_steps = time.perf_counter(), 0
     window_phases: dict[str, float] = {}
     try:
-        while trainer.step < cfg.last_step and not _STOP.requested:
+        def should_stop() -> bool:
+            # One process: at once. Several: only on the all-reduced flag, so all stop after the same step.
+            return _STOP.requested if dist.world == 1 else trainer.stop_synced
+
+        while trainer.step < cfg.last_step and not should_stop():
             t0 = time.perf_counter()
             trainer.timer.start("data")
             batch = next(loader)
@@ -1092,7 +1101,7 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
         log.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
-    stopped = _STOP.requested
+    stopped = _STOP.requested or trainer.stop_synced
     if stopped and dist.main:
         print(f"stopped by signal at step {trainer.step}; checkpoint saved, resume with --resume",
               file=sys.stderr)
