@@ -249,9 +249,8 @@ def main() -> None:
         result["ar_sweep"].append(row)
         print(json.dumps(row), file=sys.stderr)
     result["machine"]["loadavg_end"] = os.getloadavg()
-    text = json.dumps(result, indent=2)
-    ckpt_io.atomic_write_text(cfg.out, text + "\n")
-    print(text)
+    ckpt_io.atomic_write_text(cfg.out, json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))  # one line: bench/run_all.py reads the last JSON line
 
 
 if __name__ == "__main__":
