@@ -213,7 +213,8 @@ class ConvGRUCell(nn.Module):
         z = torch.sigmoid(xz + hz)
         r = torch.sigmoid(xr + hr)
         c = torch.tanh(xc + self.h_cand(r * h))
-        return torch.lerp(h, c, z)
+        # The state keeps its own dtype (fp32) under autocast, so long unrolls do not accumulate bf16 error.
+        return torch.lerp(h, c.to(h.dtype), z.to(h.dtype))
 
 
 class TemporalAttention(nn.Module):

@@ -194,3 +194,19 @@ def test_flop_count_matches_layer_shapes():
         counted = count_step_flops(model)
         # Elementwise ops and norms are not FLOP-counted by torch; the matmuls and convs dominate.
         assert abs(counted - analytic_step_flops(cfg)) / counted < 0.05
+
+
+def test_mixed_precision_keeps_an_fp32_state():
+    """Under autocast (bf16 here, on CPU; the trainer uses bf16 or fp16 on CUDA) the model runs, the
+    recurrent state stays fp32 and gradients flow."""
+    cfg = tiny_cfg()
+    model = WorldModel(cfg)
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, cfg.codebook_size, (2, 3, cfg.grid_h, cfg.grid_w), generator=gen)
+    actions = random_actions(2, 3, gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, state = model.forward_sequence(tokens, actions)
+    assert all(v.dtype == torch.float32 for v in state.values())
+    assert torch.isfinite(logits.float()).all()
+    logits.float().logsumexp(1).mean().backward()
+    assert model.cells[0].x_proj[1].weight.grad.abs().sum() > 0

@@ -223,6 +223,22 @@ def test_lpips_and_semantic_alone_move_the_model(setup, lpips_net, only):
         assert grads[name] > 0, f"{only} gives no gradient to {name}"
 
 
+def test_mixed_precision_training_step(setup, lpips_net):
+    """The autocast path of the trainer (bf16 on CPU here; CUDA uses bf16, or fp16 with a GradScaler on a
+    P100) gives finite losses and updates the parameters."""
+    trainer = make_trainer(setup, lpips_net, "--ar-start-step", "0")
+    assert trainer.amp_dtype is None and not trainer.scaler.is_enabled()  # CPU default: fp32
+    assert train.amp_settings(torch.device("cpu"), True) == (None, False)
+    trainer.amp_dtype = torch.bfloat16
+    batch = batch_from_data(setup, trainer.cfg.seq_len)
+    before = params(trainer.model)
+    m = trainer.train_step(batch)
+    assert m["nonfinite_skipped"] == 0.0 and np.isfinite(m["loss"]) and np.isfinite(m["lpips"])
+    after = params(trainer.model)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert all(v.dtype == torch.float32 for v in after.values())
+
+
 class SavedTensorMeter:
     """Bytes of tensors autograd keeps for backward, live at any moment (peak over the step)."""
 
