@@ -123,7 +123,7 @@ class EvalConfig:
     judge: str = ""
     """Inverse-dynamics judge checkpoint; trained on the training split and cached there when missing.
     Empty = <data>/idm_judge.pt."""
-    judge_steps: int = 1500
+    judge_steps: int = 1000
     """Training steps when the judge has to be trained."""
     judge_frames: int = 40000
     """At most this many training-split frames are decoded for the judge."""

@@ -42,6 +42,8 @@ KEY_NAMES: tuple[str, ...] = ENC_FIELDS[KEYS_SLICE]
 YAW_NAMES: tuple[str, ...] = ENC_FIELDS[YAW_SLICE]
 PITCH_NAMES: tuple[str, ...] = ENC_FIELDS[PITCH_SLICE]
 N_YAW, N_PITCH, N_KEYS = len(YAW_NAMES), len(PITCH_NAMES), len(KEY_NAMES)
+MOTION_SCALES = (2, 4)
+"""Downsampling factors at which JudgeNet.normal_flow measures motion."""
 # Horizontal mirroring swaps left and right: yaw bins reverse and A <-> D (indices within KEY_NAMES).
 _FLIP_KEYS = [KEY_NAMES.index(k) for k in ("W", "D", "S", "A", "jump", "sprint", "sneak")]
 
@@ -60,13 +62,13 @@ class JudgeConfig:
     """Fraction of episodes held out (dataset.split_files); use the world model's own split."""
     split_seed: int = 0
     """Seed of the episode split."""
-    steps: int = 1500
+    steps: int = 1000
     """Optimizer steps."""
-    batch_size: int = 64
+    batch_size: int = 32
     """Frame pairs per step."""
     lr: float = 2e-3
     """AdamW learning rate (cosine decay to 5%)."""
-    width: int = 24
+    width: int = 16
     """Channels of the first convolution (doubling twice)."""
     max_frames: int = 40000
     """At most this many frames are read (decoded frames are held in memory as uint8, 27.6 kB each)."""
@@ -79,26 +81,33 @@ class JudgeConfig:
 class JudgeNet(nn.Module):
     """Two frames -> yaw logits [B, 5], pitch logits [B, 3], key logits [B, 7].
 
-    Both frames go through the same small encoder (1/4 resolution); a correlation volume between the
-    two feature maps over displacements of up to `radius` cells (+-8 px at radius 2), as in FlowNet,
-    makes image motion explicit, which a plain CNN on stacked frames learns slowly (measured on a
-    panning texture: after 150 steps it still confused left and right turns half the time; with the
-    volume it separates them within 40). The volume, frame t's features and two coordinate
-    channels are reduced to a 5x8 map and flattened, not pooled globally: telling walking forward (the
-    scene expands from the centre) from walking back needs to know where in the image a motion happens."""
+    Motion is made explicit before any learning, because a plain CNN on stacked frames learns it slowly
+    (measured on a panning texture: after 150 steps it still confused left and right turns half the time):
+    - a correlation volume (as in FlowNet) between the two frames' features at 1/4 resolution over
+      displacements of up to `radius` cells (+-8 px at radius 2);
+    - brightness-constancy normal flow at 1/2 and 1/4 resolution (`normal_flow`).
+    These, frame t's features and two coordinate channels are reduced to a 5x8 map and flattened, not
+    pooled globally: telling walking forward (the scene expands from the centre) from walking back needs
+    to know where in the image a motion happens. The layers after the cues have no per-sample
+    normalisation (see `post`); with GroupNorm there the judge read block-world turns at 12% accuracy
+    on held-out frames, without it 60% after the same 150 steps."""
 
-    def __init__(self, width: int = 24, radius: int = 2, corr_dim: int = 8) -> None:
+    def __init__(self, width: int = 16, radius: int = 2, corr_dim: int = 8) -> None:
         super().__init__()
         w = width
         self.width, self.radius, self.corr_dim = width, radius, corr_dim
 
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(4, cout), nn.SiLU())
+        def block(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
+            conv = nn.Conv2d(cin, cout, 3, stride=2, padding=1)
+            return nn.Sequential(conv, nn.GroupNorm(4, cout), nn.SiLU()) if norm else nn.Sequential(conv, nn.SiLU())
 
         self.encoder = nn.Sequential(block(3, w), block(w, 2 * w))  # [B, 2w, 18, 32]
         self.corr_proj = nn.Conv2d(2 * w, corr_dim, 1)  # the volume's cost grows with its channels
         n_corr = (2 * radius + 1) ** 2
-        self.post = nn.Sequential(block(n_corr + 2 * w + 2, 4 * w), block(4 * w, 4 * w))  # [B, 4w, 5, 8]
+        n_in = n_corr + len(MOTION_SCALES) * 4 + 2 * w + 2
+        # No per-sample normalisation after the motion cues: GroupNorm would subtract each map's spatial
+        # mean, which for a camera turn IS the signal (the same shift everywhere).
+        self.post = nn.Sequential(block(n_in, 4 * w, norm=False), block(4 * w, 4 * w, norm=False))  # [B, 4w, 5, 8]
         # Any frame size works; 128x72 frames reach exactly 5x8 here, others are pooled to it.
         self.pool = nn.AdaptiveAvgPool2d((5, 8))
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 5 * 8, 256), nn.SiLU(), nn.Dropout(0.1),
@@ -110,6 +119,31 @@ class JudgeNet(nn.Module):
         ys = torch.linspace(-1, 1, h, device=like.device, dtype=like.dtype)[:, None].expand(h, w)
         xs = torch.linspace(-1, 1, w, device=like.device, dtype=like.dtype)[None, :].expand(h, w)
         return torch.stack([xs, ys])[None].expand(n, -1, -1, -1)
+
+    @staticmethod
+    def normal_flow(a: torch.Tensor, b: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Brightness-constancy motion cues from frames a, b (float [B, 3, H, W] in [0, 1]) at each of
+        MOTION_SCALES, resized to `size`: per scale the normal flow -It * grad I / |grad I|^2 (x and y, in
+        pixels of that scale, clamped to +-4), its confidence |grad I|^2 / (|grad I|^2 + eps) and It ->
+        [B, 4 * len(MOTION_SCALES), *size]. Averaged over the image, confidence-weighted normal flow is a
+        least-squares global shift (and its radial part the expansion), which the layers after can read
+        linearly; the downsampled scales keep the 1-5 px per frame of real camera motion within the
+        linearisation's reach."""
+        lum = torch.tensor([0.299, 0.587, 0.114], device=a.device, dtype=a.dtype).view(1, 3, 1, 1)
+        ga, gb = (a * lum).sum(1, keepdim=True), (b * lum).sum(1, keepdim=True)  # [B, 1, H, W]
+        out = []
+        for s in MOTION_SCALES:
+            pa, pb = F.avg_pool2d(ga, s), F.avg_pool2d(gb, s)  # [B, 1, H/s, W/s]
+            m = F.pad((pa + pb) / 2, (1, 1, 1, 1), mode="replicate")
+            ix = (m[:, :, 1:-1, 2:] - m[:, :, 1:-1, :-2]) / 2
+            iy = (m[:, :, 2:, 1:-1] - m[:, :, :-2, 1:-1]) / 2
+            it = pb - pa
+            energy = ix * ix + iy * iy
+            denom = energy + 1e-4  # eps: gradients below ~0.01 per px carry no usable motion
+            feats = torch.cat([(-it * ix / denom).clamp(-4, 4), (-it * iy / denom).clamp(-4, 4),
+                               energy / denom, it * 10.0], dim=1)  # [B, 4, H/s, W/s]
+            out.append(F.adaptive_avg_pool2d(feats, size))
+        return torch.cat(out, dim=1)
 
     def correlation(self, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of fa [B, C, h, w] with fb displaced by every (dy, dx) within the radius ->
@@ -130,7 +164,8 @@ class JudgeNet(nn.Module):
         both = torch.cat([a, b]).permute(0, 3, 1, 2).float() / 255.0  # [2B, 3, H, W]
         fa, fb = self.encoder(both).chunk(2)  # [B, 2w, H/4, W/4] each
         corr = self.correlation(self.corr_proj(fa), self.corr_proj(fb))
-        x = torch.cat([corr, fa, self.coords(a.shape[0], fa.shape[2], fa.shape[3], fa)], dim=1)
+        flow = self.normal_flow(*both.chunk(2), size=(fa.shape[2], fa.shape[3]))
+        x = torch.cat([corr, flow, fa, self.coords(a.shape[0], fa.shape[2], fa.shape[3], fa)], dim=1)
         out = self.head(self.pool(self.post(x)))  # [B, 15]
         return out[:, :N_YAW], out[:, N_YAW:N_YAW + N_PITCH], out[:, N_YAW + N_PITCH:]
 
@@ -328,7 +363,7 @@ def evaluate_on(judge: Judge, data: PairData) -> dict[str, Any]:
 
 
 def train_judge(train: PairData, val: PairData | None, encoding: ActionEncoding, steps: int,
-                batch_size: int = 64, lr: float = 2e-3, width: int = 24, device: str | torch.device = "cpu",
+                batch_size: int = 32, lr: float = 2e-3, width: int = 16, device: str | torch.device = "cpu",
                 seed: int = 0, info: dict[str, Any] | None = None, progress: bool = True) -> Judge:
     """Train a JudgeNet on ground-truth pairs; class-balanced losses (rare turns and keys weigh more,
     capped at 10x) and random horizontal mirroring (yaw bins reversed, A <-> D swapped)."""
@@ -408,8 +443,8 @@ def judge_summary(info: dict[str, Any]) -> str:
 
 
 def train_from_shards(root: str | Path, vqvae: Any, vqvae_identity: str, encoding: ActionEncoding,
-                      val_fraction: float, split_seed: int, steps: int, batch_size: int = 64,
-                      lr: float = 2e-3, width: int = 24, max_frames: int = 40000,
+                      val_fraction: float, split_seed: int, steps: int, batch_size: int = 32,
+                      lr: float = 2e-3, width: int = 16, max_frames: int = 40000,
                       device: str | torch.device = "cpu", seed: int = 0, progress: bool = True) -> Judge:
     """Train on the training split of a shard folder, decoded by `vqvae`; scored on its held-out split."""
     from dataset import split_files
