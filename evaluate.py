@@ -654,7 +654,7 @@ class Evaluation:
         full_tok = np.stack([cl.tokens[:c + n] for cl in clips])
         full_a = np.stack([cl.actions[:c + n - 1] for cl in clips])
         tf = {}
-        for name in [n for n in ("model", "model_noop_actions", "copy") if n in self.predictors]:
+        for name in [k for k in ("model", "model_noop_actions", "copy") if k in self.predictors]:
             pred = self.predictors[name].teacher_forced(full_tok, full_a, c - 1)
             tf[name] = M.token_accuracy(pred, full_tok[:, c:])
         fid["teacher_forced_token_accuracy"] = tf
@@ -691,10 +691,13 @@ class Evaluation:
     def counterfactual_section(self, starts: list[Start]) -> dict[str, Any]:
         cfg = self.cfg
         presets = QUICK_PRESETS if cfg.quick else COUNTERFACTUAL_PRESETS
-        from presets import preset_actions
+        from presets import DEFAULT_PRESET_FRAMES, preset_actions
 
         n = cfg.counterfactual_frames
-        acts = np.stack([preset_actions(p, n, seed=cfg.seed) for p in presets])  # [P, N, 9]
+        # Each preset at its natural length (a full turn over 6 s: 3.75 degrees per frame), cut to n frames,
+        # so a short run does not squeeze a 360-degree turn into a few frames that no image motion tracks.
+        acts = np.stack([preset_actions(p, max(n, DEFAULT_PRESET_FRAMES), seed=cfg.seed)[:n]
+                         for p in presets])  # [P, N, 9]
         per_start = []
         self._cf_frames = []
         for st in starts:
@@ -916,8 +919,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     cf = r.get("counterfactuals", {})
     md += ["## Counterfactuals on the block world", ""]
     if cf.get("summary"):
-        md += [f"Each preset for {cf['frames']} frames from the same start through the oracle and the model; truth = "
-               f"{cf['truth']}.", "", "![counterfactuals](counterfactuals.png)", ""]
+        md += [f"The first {cf['frames']} frames of each action preset (presets.py, at its natural 6 s length) "
+               f"from the same start state, through the oracle and through the model; truth = {cf['truth']}. "
+               f"PSNR/LPIPS are means over the frames; the ratio is the model's pixel response over the "
+               f"oracle's (as in the controllability table).", "", "![counterfactuals](counterfactuals.png)", ""]
         md.append(_table(["preset", "PSNR model", "PSNR no-op actions", "PSNR copy", "LPIPS model",
                           "LPIPS no-op actions", "LPIPS copy", "response", "ratio: model / oracle"],
                          [[k, v["psnr"], v["noop_actions_psnr"], v["copy_psnr"], v["lpips"], v["noop_actions_lpips"],
