@@ -74,6 +74,8 @@ class JudgeConfig:
     """At most this many frames are read (decoded frames are held in memory as uint8, 27.6 kB each)."""
     device: str = "auto"
     """auto, cpu or cuda."""
+    cpu_threads: int = 0
+    """torch intra-op threads on CPU (0 = torch's default, one per core; use fewer on a shared machine)."""
     seed: int = 0
     """Seed of initialisation and batch sampling."""
 
@@ -474,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not cfg.data:
         print("error: --data is required (a shard folder or a raw video folder)", file=sys.stderr)
         return 2
+    if cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
     dev = resolve_device(cfg.device)
     root = Path(cfg.data)
     encoding = ActionEncoding()
