@@ -72,8 +72,8 @@ class LPIPS(nn.Module):
         self.features = trunk.features[: _TRUNKS[net]["taps"][-1] + 1]
         self.taps = list(_TRUNKS[net]["taps"])
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _TRUNKS[net]["chns"])
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))  # [1, C, 1, 1]
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))  # [1, C, 1, 1]
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
@@ -225,7 +225,7 @@ def _build(net: str, allow_random: bool, download: bool) -> LPIPS:
         model.features.load_state_dict(trunk, strict=True)
     if lins is not None:
         for lin, w in zip(model.lins, lins):
-            lin.weight.copy_(w.view_as(lin.weight))
+            lin.weight.copy_(w.view_as(lin.weight))  # [1, C, 1, 1]
     return model
 
 

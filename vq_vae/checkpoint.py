@@ -35,7 +35,7 @@ def _identity(cfg_dict: dict[str, Any], states: dict[str, dict[str, torch.Tensor
         for key in sorted(states[comp]):
             t = states[comp][key].detach().cpu().contiguous()
             h.update(f"{comp}.{key}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # raw bytes [n]
     return h.hexdigest()[:12]
 
 

@@ -55,7 +55,7 @@ class VQEvalConfig:
 
 def codebook_usage(tokens: np.ndarray, codebook_size: int) -> dict[str, float]:
     """Unique codes, their fraction of the codebook, and the perplexity of the code histogram."""
-    counts = np.bincount(tokens.reshape(-1), minlength=codebook_size).astype(np.float64)
+    counts = np.bincount(tokens.reshape(-1), minlength=codebook_size).astype(np.float64)  # [K]
     p = counts / max(counts.sum(), 1.0)
     nz = p[p > 0]
     return {"unique_codes": int((counts > 0).sum()), "codebook_size": codebook_size,

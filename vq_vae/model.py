@@ -41,9 +41,9 @@ class VQVAEConfig:
     """Number of codes K; the world model reads it from the checkpoint."""
     code_dim: int = 32
     """Dimension D of each code vector (small D keeps codebook usage high)."""
-    enc_channels: tuple[int, int, int] = (32, 64, 96)
+    enc_channels: tuple[int, int, int] = (16, 32, 64)
     """Encoder channels at full, 1/2 and 1/4 resolution."""
-    enc_res_blocks: tuple[int, int, int] = (0, 1, 2)
+    enc_res_blocks: tuple[int, int, int] = (0, 1, 1)
     """Encoder residual blocks at full, 1/2 and 1/4 resolution."""
     dec_channels: tuple[int, int, int] = (64, 32, 16)
     """Decoder channels at 1/4, 1/2 and full resolution (the live decoder's cost is set by these)."""
@@ -256,7 +256,7 @@ class EMAQuantizer(nn.Module):
         quant = quant.to(z.dtype)
         # straight-through estimator when gradients are wanted; the exact code vectors otherwise
         z_q = z + (quant - z).detach() if z.requires_grad else quant
-        return z_q, idx.view(b, h, w), commit, stats
+        return z_q, idx.view(b, h, w), commit, stats  # indices [B, h, w]
 
 
 class VQVAE(nn.Module):
@@ -326,6 +326,7 @@ class VQVAE(nn.Module):
         """Frames -> code indices int64 [B, h, w] (rows, columns)."""
         z = self.encoder(self.preprocess(frames))
         b, d, h, w = z.shape
+        # [B, D, h, w] -> [B*h*w, D] -> nearest codes -> [B, h, w]
         return self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
 
     def embed_code(self, indices: torch.Tensor) -> torch.Tensor:
@@ -358,6 +359,7 @@ class VQVAE(nn.Module):
     @staticmethod
     def to_uint8(frames: torch.Tensor) -> np.ndarray:
         """Decoded frames float [B, 3, H, W] in [0, 1] -> uint8 numpy [B, H, W, 3]."""
+        # [B, 3, H, W] -> [B, H, W, 3]
         return (frames.detach().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 

@@ -53,9 +53,9 @@ class VQTrainConfig(VQVAEConfig):
     """Preset applied before the overrides (tiny, laptop, a100); recorded for reference."""
     resume: bool = False
     """Continue from run_dir/state.pt (model, optimiser, scaler, RNG, step); --max-steps may be raised."""
-    max_steps: int = 1200
+    max_steps: int = 1500
     """Optimiser steps in total (the cosine schedule ends here)."""
-    batch_size: int = 16
+    batch_size: int = 8
     """Frames per step."""
     lr: float = 1e-3
     """Peak AdamW learning rate."""
@@ -95,11 +95,11 @@ class VQTrainConfig(VQVAEConfig):
     """torch CPU threads (0: torch's default)."""
     seed: int = 0
     """Seed for weights, frame sampling and code restarts."""
-    log_every: int = 10
+    log_every: int = 25
     """Write metrics every n steps."""
-    image_every: int = 200
+    image_every: int = 250
     """Write a reconstruction grid every n steps (and at the end)."""
-    ckpt_every: int = 200
+    ckpt_every: int = 250
     """Save state.pt and vqvae.pt every n steps (and at the end)."""
     wandb_project: str = "ochre-vqvae"
     """wandb project (mode from $WANDB_MODE, offline by default; 'disabled' skips wandb)."""
@@ -112,8 +112,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  batch_size=4, lr=2e-3, warmup_steps=0, lr_min_ratio=1.0, pool_frames=512, log_every=1,
                  image_every=10, ckpt_every=10),
     # <= 20 minutes on 2 CPU cores, block-world data; the decoder is the one live play runs every frame
-    "laptop": dict(max_steps=1200, batch_size=16, lr=1e-3, warmup_steps=50, log_every=10, image_every=200,
-                   ckpt_every=200, pool_frames=20000),
+    "laptop": dict(max_steps=1500, batch_size=8, lr=1e-3, warmup_steps=50, log_every=25, image_every=250,
+                   ckpt_every=250, pool_frames=20000),
     # Real data (GameFactory, 70 h at 16 fps) on one A100; see vq_vae/README.md. Same live-cost decoder,
     # a wider encoder (it only runs in preprocessing), a PatchGAN after a reconstruction warm-up.
     "a100": dict(enc_channels=(64, 128, 256), enc_res_blocks=(1, 2, 3), max_steps=100000, batch_size=64,
