@@ -134,7 +134,7 @@ class EvalConfig:
     batch_size: int = 16
     """Rollouts run together."""
     quick: bool = False
-    """Smoke-test sizes, about a minute on a CPU: at most 2 episodes, 1 clip each, horizons up to 16,
+    """Smoke-test sizes, about a minute on a CPU: at most 2 episodes, 4 clips each, horizons up to 16,
     4 s of stability from 1 start, 12 counterfactual frames from 1 start with 5 presets, a judge of 60
     steps on 2000 frames, 1 video."""
     device: str = "auto"
@@ -149,7 +149,7 @@ class EvalConfig:
     """wandb project name."""
 
 
-QUICK: dict[str, Any] = dict(episodes=2, clips_per_episode=1, horizons=(1, 4, 16), stability_seconds=4.0,
+QUICK: dict[str, Any] = dict(episodes=2, clips_per_episode=4, horizons=(1, 4, 16), stability_seconds=4.0,
                              stability_episodes=1, counterfactual_frames=12, counterfactual_starts=1,
                              judge_steps=60, judge_frames=2000, videos=1, batch_size=8)
 """--quick caps each of these options at this value (horizons: those not above 16)."""
@@ -1021,6 +1021,9 @@ def plot_controllability(ctl: dict[str, Any], path: Path) -> None:
         vals = [ctl["responses"][a][f"{name}_ratio"] for a in actions]
         vals = [np.nan if v is None else v for v in vals]
         axes[0].bar(x + (k - 1) * 0.27, vals, 0.27, label=PRED_LABELS[name])
+    for i, a in enumerate(actions):
+        if ctl["responses"][a]["model_ratio"] is None:
+            axes[0].text(i, 0.05, "n/a", ha="center", fontsize=8, color="grey")
     axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
     axes[0].set_xticks(x, actions)
     axes[0].set_ylabel("response / ground truth")
