@@ -966,7 +966,6 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 def _savefig(fig: Any, path: Path) -> None:
     from ckpt_io import atomic_path
 
-    fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)
 
@@ -989,7 +988,7 @@ def plot_fidelity(fid: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = list(fid["curves"]["model"].keys())
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), layout="constrained")
     for ax, m in zip(np.atleast_1d(axes), metrics):
         for name, style in (("model", "-"), ("model_noop_actions", "--"), ("model_random_actions", ":"),
                             ("copy", "-.")):
@@ -1012,15 +1011,19 @@ def plot_controllability(ctl: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     has_judge = "judge" in ctl
-    fig, axes = plt.subplots(1, 2 if has_judge else 1, figsize=(11 if has_judge else 6, 3.6))
+    fig, axes = plt.subplots(1, 2 if has_judge else 1, figsize=(11 if has_judge else 6, 3.6), layout="constrained")
     axes = np.atleast_1d(axes)
     actions = list(ctl["responses"].keys())
     x = np.arange(len(actions))
     names = [n for n in ("model", "model_noop_actions", "copy") if f"{n}_ratio" in ctl["responses"][actions[0]]]
+    shown: list[float] = [0.0, 1.0]
     for k, name in enumerate(names):
         vals = [ctl["responses"][a][f"{name}_ratio"] for a in actions]
         vals = [np.nan if v is None else v for v in vals]
+        shown += [v for v in vals if np.isfinite(v)]
         axes[0].bar(x + (k - 1) * 0.27, vals, 0.27, label=PRED_LABELS[name])
+    # Explicit limits: with every ratio unmeasurable, autoscaling has nothing to fit.
+    axes[0].set_ylim(min(shown) - 0.2, max(shown) + 0.3)
     for i, a in enumerate(actions):
         if ctl["responses"][a]["model_ratio"] is None:
             axes[0].text(i, 0.05, "n/a", ha="center", fontsize=8, color="grey")
@@ -1049,7 +1052,7 @@ def plot_stability(st: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6), layout="constrained")
     for s in st["starts"]:
         lbl = s["start"][:24]
         d = s["diversity"]
