@@ -507,8 +507,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     judge.info["config"] = to_dict(cfg)
     save_judge(cfg.out, judge.net, encoding, judge.info)
     print(judge_summary(judge.info))
-    print(json.dumps({"out": cfg.out, "val": judge.info.get("val", {})}, default=float)[:2000])
+    print(json.dumps(_finite_or_none({"out": cfg.out, "val": judge.info.get("val", {})})))
     return 0
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """NaN/inf -> None recursively, so the printed JSON is valid."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 if __name__ == "__main__":
