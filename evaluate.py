@@ -96,7 +96,7 @@ class EvalConfig:
     """VQ-VAE checkpoint overriding the one the world model records."""
     episodes: int = 8
     """Held-out episodes used (at most)."""
-    clips_per_episode: int = 2
+    clips_per_episode: int = 4
     """Evaluation clips taken from each episode, evenly spaced."""
     context: int = 8
     """C: true frames the model is warmed up on before each rollout."""
