@@ -1106,7 +1106,7 @@ def plot_counterfactuals(cf_frames: list[tuple[str, Sequence[str], np.ndarray, n
     for i, p in enumerate(presets):
         cells = []
         for t in times:
-            cells += [_label(upscale_nearest(oracle_f[i, t], 2), f"oracle {p} t={t + 1}"),
+            cells += [_label(upscale_nearest(oracle_f[i, t], 2), f"oracle: {p}, frame {t + 1}"),
                       _label(upscale_nearest(model_f[i, t], 2), "model"), gap]
         rows.append(np.concatenate(cells[:-1], axis=1))
         rows.append(np.full((6, rows[-1].shape[1], 3), 255, np.uint8))
@@ -1124,9 +1124,12 @@ def _label(frame: np.ndarray, text: str, bottom: bool = False) -> np.ndarray:
     import cv2
 
     out = frame.copy()
-    org = (4, out.shape[0] - 5) if bottom else (4, 12)
-    cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 2, cv2.LINE_AA)
-    cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+    x, y = (4, out.shape[0] - 5) if bottom else (4, 12)
+    # A dark box behind the text keeps it readable on bright sky and snow.
+    box = out[max(0, y - th - 3):y + base + 1, max(0, x - 2):x + tw + 2]
+    box[:] = (box.astype(np.float32) * 0.35).astype(np.uint8)
+    cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 
