@@ -16,9 +16,10 @@ import textwrap
 import typing
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ConfigError(ValueError):
@@ -178,11 +179,23 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
-def main_config(cls: type[T], presets: Mapping[str, Mapping[str, Any]] | None = None,
-                default_preset: str | None = None, argv: Sequence[str] | None = None) -> T:
-    """parse_config for a script's __main__: a ConfigError prints cleanly and exits with status 2."""
+def exit_on_error(body: Callable[[], R], errors: tuple[type[BaseException], ...] = (ValueError,),
+                  status: int = 2) -> R:
+    """Run a script's body; an expected error (bad input, config, checkpoint or video) prints one
+    `error: ...` line and exits with `status` instead of a traceback."""
     try:
-        return parse_config(cls, argv, presets, default_preset)
-    except ConfigError as e:
+        return body()
+    except errors as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(status) from None
+
+
+def main_config(cls: type[T], presets: Mapping[str, Mapping[str, Any]] | None = None,
+                default_preset: str | None = None, argv: Sequence[str] | None = None,
+                doc: str | None = None) -> T:
+    """parse_config for a script's __main__: a ConfigError prints cleanly and exits with status 2.
+    `doc` (the script's usage text) is printed above the field list for --help."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if doc and ("-h" in args or "--help" in args):
+        print(doc)
+    return exit_on_error(lambda: parse_config(cls, args, presets, default_preset), (ConfigError,))

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from config import main_config, to_dict
+from config import exit_on_error, main_config, to_dict
 
 
 @dataclass
@@ -74,7 +74,7 @@ class InferenceConfig:
     """Seed of the sampler (and of the random preset)."""
     device: str = "auto"
     """auto, cpu or cuda."""
-    threads: int = 0
+    cpu_threads: int = 0
     """torch CPU threads (0: torch's default). On a busy machine 1 can beat 2: fewer OpenMP barrier stalls."""
     compile: bool = False
     """torch.compile the model step and the VQ decoder (slow first frame, faster after)."""
@@ -104,8 +104,8 @@ def run(cfg: InferenceConfig) -> dict:
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must end in .mp4, got {out}")
     sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    if cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
     bundle = load_bundle(cfg.model, cfg.vqvae or None, cfg.device, cfg.compile)
     ctx = load_context(cfg.context, bundle, cfg.context_frames)
     actions, own = resolve_actions(cfg.actions, ctx, cfg.frames, cfg.seed)
@@ -150,14 +150,9 @@ def run(cfg: InferenceConfig) -> dict:
 
 
 def main() -> None:
-    if "-h" in sys.argv[1:] or "--help" in sys.argv[1:]:
-        print(__doc__)
-    cfg = main_config(InferenceConfig)
-    try:
-        summary = run(cfg)
-    except ValueError as e:  # CheckpointError, VideoError and IncompatibleError are ValueErrors
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    cfg = main_config(InferenceConfig, doc=__doc__)
+    # CheckpointError, VideoError and IncompatibleError are ValueErrors
+    summary = exit_on_error(lambda: run(cfg))
     brief = {k: v for k, v in summary.items() if k not in ("actions", "config")}
     print(json.dumps(brief))
 

@@ -40,7 +40,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import numpy as np  # noqa: E402
 
 from actions import KEY_FIELDS, RAW, from_live  # noqa: E402
-from config import main_config  # noqa: E402
+from config import exit_on_error, main_config  # noqa: E402
 
 # pygame key names (pygame.key.name) -> raw action key fields.
 KEYMAP: dict[str, str] = {
@@ -77,7 +77,7 @@ class LiveConfig:
     """Seed of the sampler; R (reset) re-seeds it."""
     device: str = "auto"
     """auto, cpu or cuda."""
-    threads: int = 1
+    cpu_threads: int = 1
     """torch CPU threads (0: torch's default, one per core). 1 is the default because one small step per
     frame gains little from more, and with anything else running OpenMP barriers stall (bench/live.py,
     BENCHMARKS.md: 2 threads ran the laptop preset 4x slower than 1 on the shared 2-core machine)."""
@@ -563,8 +563,8 @@ def run(cfg: LiveConfig) -> dict:
 
     from rollout import load_bundle, load_context
 
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    if cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
     script, length = load_script(cfg.script, cfg.sensitivity, cfg.frames) if cfg.script else ([], 0)
     bundle = load_bundle(cfg.model, cfg.vqvae or None, cfg.device, cfg.compile)
     ctx = load_context(cfg.context, bundle, cfg.context_frames)
@@ -579,14 +579,9 @@ def run(cfg: LiveConfig) -> dict:
 
 
 def main() -> None:
-    if "-h" in sys.argv[1:] or "--help" in sys.argv[1:]:
-        print(__doc__)
-    cfg = main_config(LiveConfig)
-    try:
-        summary = run(cfg)
-    except ValueError as e:  # CheckpointError, VideoError and IncompatibleError are ValueErrors
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    cfg = main_config(LiveConfig, doc=__doc__)
+    # CheckpointError, VideoError and IncompatibleError are ValueErrors
+    summary = exit_on_error(lambda: run(cfg))
     print(json.dumps(summary))
 
 

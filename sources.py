@@ -32,7 +32,7 @@ import numpy as np
 
 from actions import (MINERL_KEYS, aggregate_intervals, from_gamefactory, from_minerl, from_vpt_line, noop,
                      validate_raw)
-from video_io import VideoError, resize
+from video_io import VideoError, iter_av_frames, resize
 
 SOURCES: tuple[str, ...] = ("gamefactory", "minerl", "vpt")
 VIDEO_SUFFIX = ".mp4"
@@ -339,31 +339,19 @@ def decode_kept(path: str | Path, kept: np.ndarray, size: tuple[int, int], expec
     area interpolation, in chunks of up to `chunk` frames (uint8 [n, h, w, 3], or [n, h, w] with `gray`).
     Frames not kept are decoded but never converted. Raises VideoError if the file is unreadable or
     decodes to a frame count other than `expected_frames` (truncated or mismatched)."""
-    import av
-
     path = Path(path)
     keep = np.zeros(expected_frames, dtype=bool)
     keep[kept] = True
     fmt = "gray" if gray else "rgb24"
     buf: list[np.ndarray] = []
     n = 0
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise VideoError(f"{path}: no video stream")
-            stream = c.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in c.decode(stream):
-                if n < expected_frames and keep[n]:
-                    buf.append(resize(frame.to_ndarray(format=fmt), size))
-                    if len(buf) >= chunk:
-                        yield np.stack(buf)
-                        buf = []
-                n += 1
-    except av.error.FFmpegError as e:
-        raise VideoError(f"{path}: corrupt or truncated video, decode failed after {n} frames ({e})") from e
-    if n == 0:
-        raise VideoError(f"{path}: video has no frames")
+    for frame in iter_av_frames(path):
+        if n < expected_frames and keep[n]:
+            buf.append(resize(frame.to_ndarray(format=fmt), size))
+            if len(buf) >= chunk:
+                yield np.stack(buf)
+                buf = []
+        n += 1
     if n != expected_frames:
         raise VideoError(f"{path}: decoded {n} frames but the actions cover {expected_frames} "
                          f"({'fewer' if n < expected_frames else 'more'} frames than action entries)")

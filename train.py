@@ -493,6 +493,21 @@ class Trainer:
             target_frames.append(target_rgb[:2])
             return cfg.w_lpips * (w * d).sum() / (b * cfg.lpips_per_sample)
 
+        def predict(inp: torch.Tensor, t: int, state: Any, kind: str,
+                    lp_items: list) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+            """model.step on frame t's tokens and action t, scored against frame t+1: (logits, new state,
+            weighted CE + semantic loss, per-sample CE [B]); queues the frame for LPIPS when planned."""
+            with self.autocast():
+                logits, new_state = model.step(inp, actions[:, t], state)
+            target = tokens[:, t + 1]
+            ce, sem, z = self._frame_losses(logits, target, noise(), tau)
+            acc(f"ce_{kind}", ce.mean())
+            acc("semantic", sem.mean())
+            lp_mask = plan["lpips"][:, t]
+            if lp_mask.any():
+                lp_items.append((t, lp_mask, z, target))
+            return logits, new_state, norm * frame_w[t] * (cfg.w_ce * ce + cfg.w_semantic * sem).mean(), ce
+
         # ---- teacher-forced part: frames 0..tf-1 in, frames 1..tf scored; full BPTT within the window
         state = model.init_state(b, dev)
         loss_tf = torch.zeros((), device=dev)
@@ -505,16 +520,8 @@ class Trainer:
             inp = torch.where(plan["corrupt"][:, t], plan["codes"][:, t], tokens[:, t])
             if t > 0:
                 inp = torch.where(plan["feed_pred"][:, t, None, None], prev_pred, inp)
-            with self.autocast():
-                logits, new_state = model.step(inp, actions[:, t], state)
-            target = tokens[:, t + 1]
-            ce, sem, z = self._frame_losses(logits, target, noise(), tau)
-            loss_tf = loss_tf + norm * frame_w[t] * (cfg.w_ce * ce + cfg.w_semantic * sem).mean()
-            acc("ce_tf", ce.mean())
-            acc("semantic", sem.mean())
-            lp_mask = plan["lpips"][:, t]
-            if lp_mask.any():
-                lp_items.append((t, lp_mask, z, target))
+            logits, new_state, frame_loss, ce = predict(inp, t, state, "tf", lp_items)
+            loss_tf = loss_tf + frame_loss
             if cfg.w_rank > 0:
                 sel = plan["rank_t"] == t
                 if sel.any():
@@ -522,7 +529,7 @@ class Trainer:
                     with self.autocast():
                         alt_logits, _ = model.step(inp[sel], alt, select_state(state, sel))
                     ce_alt_rank = ce_alt_rank.index_put((sel.nonzero()[:, 0],),
-                                                        token_ce_per_sample(alt_logits, target[sel]))
+                                                        token_ce_per_sample(alt_logits, tokens[sel, t + 1]))
                     ce_true_rank = ce_true_rank.index_put((sel.nonzero()[:, 0],), ce[sel])
             prev_pred = logits.detach().argmax(1)
             h_tops.append(model.top_hidden(new_state))
@@ -569,16 +576,8 @@ class Trainer:
                 chunk_loss = torch.zeros((), device=dev)
                 lp_items = []
                 for t in range(c0, min(c0 + cfg.ar_bptt, t_total)):
-                    with self.autocast():
-                        logits, state = model.step(inp, actions[:, t], state)
-                    target = tokens[:, t + 1]
-                    ce, sem, z = self._frame_losses(logits, target, noise(), tau)
-                    chunk_loss = chunk_loss + norm * frame_w[t] * (cfg.w_ce * ce + cfg.w_semantic * sem).mean()
-                    acc("ce_ar", ce.mean())
-                    acc("semantic", sem.mean())
-                    lp_mask = plan["lpips"][:, t]
-                    if lp_mask.any():
-                        lp_items.append((t, lp_mask, z, target))
+                    logits, state, frame_loss, _ = predict(inp, t, state, "ar", lp_items)
+                    chunk_loss = chunk_loss + frame_loss
                     inp = logits.detach().argmax(1)
                     last_logits["ar"] = logits.detach()
                 chunk_loss = chunk_loss + lpips_chunk(lp_items)

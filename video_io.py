@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import av
 
 
 class VideoError(ValueError):
@@ -46,8 +49,10 @@ def probe(path: str | Path) -> VideoInfo:
         raise VideoError(f"{path}: unreadable video ({e})") from e
 
 
-def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Decode every frame as RGB uint8 [H, W, 3]; a decode error mid-file raises VideoError."""
+def iter_av_frames(path: str | Path) -> Iterator[av.VideoFrame]:
+    """Decode every frame as a PyAV frame, not yet converted to an array (callers that keep only some
+    frames convert only those). Raises VideoError naming the file: missing, no video stream, corrupt or
+    truncated (with how many frames decoded first), or no frames at all."""
     import av
 
     path = Path(path)
@@ -62,11 +67,17 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
             stream.thread_type = "AUTO"
             for frame in c.decode(stream):
                 n += 1
-                yield frame.to_ndarray(format="rgb24")
+                yield frame
     except av.error.FFmpegError as e:
-        raise VideoError(f"{path}: decode failed after {n} frames ({e})") from e
+        raise VideoError(f"{path}: corrupt or truncated video, decode failed after {n} frames ({e})") from e
     if n == 0:
         raise VideoError(f"{path}: video has no frames")
+
+
+def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Decode every frame as RGB uint8 [H, W, 3]; a decode error mid-file raises VideoError."""
+    for frame in iter_av_frames(path):
+        yield frame.to_ndarray(format="rgb24")
 
 
 def read_frames(path: str | Path) -> np.ndarray:

@@ -23,7 +23,6 @@ import resource
 import subprocess
 import sys
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import ckpt_io  # noqa: E402
+from bench.common import SavedTensorMeter, times_ms  # noqa: E402
 from config import main_config, parse_config  # noqa: E402
 
 
@@ -60,34 +60,6 @@ class TrainBenchConfig:
     """Internal: one measurement as JSON, run in a fresh process so peak RSS belongs to it alone."""
     out: str = "bench/results/train_step_cpu.json"
     """JSON results file."""
-
-
-class SavedTensorMeter:
-    """Peak bytes of tensors autograd keeps for backward (freed when their graph is released)."""
-
-    def __init__(self) -> None:
-        self.live = 0
-        self.peak = 0
-
-    def _free(self, n: int) -> None:
-        self.live -= n
-
-    def pack(self, t: torch.Tensor) -> Any:
-        n = t.numel() * t.element_size()
-        self.live += n
-        self.peak = max(self.peak, self.live)
-        box = _Box(t)
-        weakref.finalize(box, self._free, n)
-        return box
-
-    @staticmethod
-    def unpack(box: Any) -> torch.Tensor:
-        return box.value
-
-
-class _Box:
-    def __init__(self, value: torch.Tensor) -> None:
-        self.value = value
 
 
 def _vqvae_for(preset: str):
@@ -194,18 +166,8 @@ def inference_latency(preset: str, device: torch.device, threads: int, repeats: 
     tok = torch.zeros(1, *vq.grid, dtype=torch.long, device=device)
     act = torch.zeros(1, 15, device=device)
 
-    def timed(fn) -> float:
-        out = []
-        for i in range(repeats + 3):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= 3:
-                out.append(1e3 * (time.perf_counter() - t))
-        return float(np.median(out))
+    def timed(fn: Any) -> float:
+        return float(np.median(times_ms(fn, repeats, device)))
 
     with torch.inference_mode():
         state = model.init_state(1, device)

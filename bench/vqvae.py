@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import ckpt_io  # noqa: E402
+from bench.common import times_ms  # noqa: E402
 from config import main_config, to_dict  # noqa: E402
 
 
@@ -42,21 +43,6 @@ class VQBenchConfig:
     """Batch size of the batched encode/decode timings."""
     out: str = "bench/results/vqvae_cpu.json"
     """JSON results file."""
-
-
-def _times(fn: Callable[[], Any], repeats: int, device: torch.device) -> list[float]:
-    for _ in range(3):
-        fn()
-    out = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
 
 
 def counted_flops(module: torch.nn.Module, *args: Any) -> int:
@@ -99,9 +85,9 @@ def run(cfg: VQBenchConfig) -> dict[str, Any]:
     for threads in [int(t) for t in cfg.threads.split(",") if t]:
         torch.set_num_threads(threads)
         with torch.no_grad():
-            one = _times(lambda: model.decode_code(tokens1), cfg.repeats, device)
-            batch = _times(lambda: model.decode_code(tokens_b), max(3, cfg.repeats // 5), device)
-            enc = _times(lambda: model.encode(frames_b), max(3, cfg.repeats // 5), device)
+            one = times_ms(lambda: model.decode_code(tokens1), cfg.repeats, device)
+            batch = times_ms(lambda: model.decode_code(tokens_b), max(3, cfg.repeats // 5), device)
+            enc = times_ms(lambda: model.encode(frames_b), max(3, cfg.repeats // 5), device)
         result["timings"].append({
             "threads": threads,
             "decode_1_frame_ms_median": round(float(np.median(one)), 2),

@@ -20,7 +20,7 @@ stage "2/7 preview: contact sheet and mp4 -> $OUT/preview"
 $PY -m blockworld.preview --data "$OUT/blockworld" --out "$OUT/preview"
 
 stage "3/7 train the VQ-VAE tokenizer ($VQ_STEPS steps) -> $OUT/vqvae"
-$PY -m vq_vae.train --data "$OUT/blockworld" --run-dir "$OUT/vqvae" --preset laptop --max-steps "$VQ_STEPS" --num-threads 1
+$PY -m vq_vae.train --data "$OUT/blockworld" --run-dir "$OUT/vqvae" --preset laptop --max-steps "$VQ_STEPS" --cpu-threads 1
 
 stage "4/7 preprocess into token shards -> $OUT/shards"
 $PY preprocess.py --data "$OUT/blockworld" --vqvae "$OUT/vqvae/vqvae.pt" --out "$OUT/shards" --workers 2

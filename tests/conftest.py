@@ -23,4 +23,4 @@ def _seed() -> None:
     except ImportError:
         return
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OCHRE_TEST_THREADS", "2")))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 import config as config_mod
 import train
 from actions import ENC_DIM, RAW, RAW_DIM, ActionEncoding
+from bench.common import SavedTensorMeter
 from ckpt_io import atomic_write_json
 from world_model_io import load_world_model
 
@@ -237,35 +237,6 @@ def test_mixed_precision_training_step(setup, lpips_net):
     after = params(trainer.model)
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert all(v.dtype == torch.float32 for v in after.values())
-
-
-class SavedTensorMeter:
-    """Bytes of tensors autograd keeps for backward, live at any moment (peak over the step)."""
-
-    def __init__(self) -> None:
-        self.live = 0
-        self.peak = 0
-
-    def _free(self, n: int) -> None:
-        self.live -= n
-
-    def pack(self, t: torch.Tensor):
-        n = t.numel() * t.element_size()
-        self.live += n
-        self.peak = max(self.peak, self.live)
-        holder = [t]
-        box = _Box(holder)
-        weakref.finalize(box, self._free, n)
-        return box
-
-    @staticmethod
-    def unpack(box):
-        return box.value[0]
-
-
-class _Box:
-    def __init__(self, value):
-        self.value = value
 
 
 def _peak_saved_bytes(setup, lpips_net, ar: int, bptt: int) -> int:

@@ -189,7 +189,7 @@ def _losses(run: Path) -> dict[int, float]:
 def test_tiny_training_run_lowers_the_loss(video_dir, tmp_path):
     run = tmp_path / "run"
     summary = vq_train.main(["--data", str(video_dir), "--run-dir", str(run), "--preset", "tiny",
-                             "--max-steps", "24", "--lr", "3e-3", "--num-threads", "1"])
+                             "--max-steps", "24", "--lr", "3e-3", "--cpu-threads", "1"])
     assert summary["step"] == 24
     losses = _losses(run)
     first = np.mean([losses[s] for s in (1, 2, 3)])
@@ -203,7 +203,7 @@ def test_tiny_training_run_lowers_the_loss(video_dir, tmp_path):
 
 
 def test_resume_continues_exactly(video_dir, tmp_path):
-    common = ["--data", str(video_dir), "--preset", "tiny", "--ckpt-every", "2", "--num-threads", "1"]
+    common = ["--data", str(video_dir), "--preset", "tiny", "--ckpt-every", "2", "--cpu-threads", "1"]
     vq_train.main(common + ["--run-dir", str(tmp_path / "a"), "--max-steps", "4"])
     vq_train.main(common + ["--run-dir", str(tmp_path / "b"), "--max-steps", "2"])
     with pytest.raises(SystemExit):  # an existing run is not overwritten silently

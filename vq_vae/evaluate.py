@@ -113,11 +113,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = config_mod.main_config(VQEvalConfig, argv=rest)
     if data:
         cfg = dataclasses.replace(cfg, data=tuple(data))
-    try:
-        report = evaluate(cfg)
-    except (ckpt_io.CheckpointError, FileNotFoundError, config_mod.ConfigError, video_io.VideoError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    errors = (ckpt_io.CheckpointError, FileNotFoundError, config_mod.ConfigError, video_io.VideoError)
+    report = config_mod.exit_on_error(lambda: evaluate(cfg), errors)
     for path, why in (tuple(d.values()) for d in report["skipped_videos"]):
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
     print(json.dumps({k: v for k, v in report.items() if k not in ("config", "skipped_videos")}, indent=2))

@@ -91,7 +91,7 @@ class VQTrainConfig(VQVAEConfig):
     """Where to train (auto: CUDA when available)."""
     amp: bool = True
     """Mixed precision on CUDA (bf16 if supported, else fp16 + GradScaler); CPU always trains in fp32."""
-    num_threads: int = 0
+    cpu_threads: int = 0
     """torch CPU threads (0: torch's default)."""
     seed: int = 0
     """Seed for weights, frame sampling and code restarts."""
@@ -267,8 +267,8 @@ def train(cfg: VQTrainConfig) -> dict[str, Any]:
         raise config_mod.ConfigError("--data needs at least one folder of videos")
     from tqdm import tqdm
 
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    if cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
     device = pick_device(cfg.device)
     amp_dtype, use_scaler = amp_settings(device, cfg.amp)
     run_dir = Path(cfg.run_dir)
@@ -425,11 +425,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = config_mod.main_config(VQTrainConfig, PRESETS, default_preset="laptop", argv=rest)
     if data:
         cfg = dataclasses.replace(cfg, data=tuple(data))
-    try:
-        summary = train(cfg)
-    except (ckpt_io.CheckpointError, FileNotFoundError, config_mod.ConfigError, video_io.VideoError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    errors = (ckpt_io.CheckpointError, FileNotFoundError, config_mod.ConfigError, video_io.VideoError)
+    summary = config_mod.exit_on_error(lambda: train(cfg), errors)
     print(json.dumps({k: v for k, v in summary.items()}, indent=2))
     return summary
 
