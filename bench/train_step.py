@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import ckpt_io  # noqa: E402
-from bench.common import SavedTensorMeter, times_ms  # noqa: E402
+from bench._common import SavedTensorMeter, times_ms  # noqa: E402
 from config import main_config, parse_config  # noqa: E402
 
 

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import ckpt_io  # noqa: E402
-from bench.common import times_ms  # noqa: E402
+from bench._common import times_ms  # noqa: E402
 from config import main_config, to_dict  # noqa: E402
 
 

@@ -19,7 +19,7 @@ import torch
 import config as config_mod
 import train
 from actions import ENC_DIM, RAW, RAW_DIM, ActionEncoding
-from bench.common import SavedTensorMeter
+from bench._common import SavedTensorMeter
 from ckpt_io import atomic_write_json
 from world_model_io import load_world_model
 

@@ -1,4 +1,5 @@
-"""Measurement helpers shared by the bench scripts (and the memory test that checks the trainer)."""
+"""Measurement helpers shared by the bench scripts (and the memory test that checks the trainer); the
+leading underscore keeps bench.run_all from running it as a benchmark."""
 from __future__ import annotations
 
 import time
