@@ -126,6 +126,7 @@ def main() -> None:
     out["config"] = to_dict(cfg)
     out["machine"] = _machine()
     out["date"] = datetime.datetime.now().isoformat(timespec="seconds")
+    out["headline"] = {k: out[k] for k in ("render_step_fps", "render_step_fps_cpu", "render_fps", "step_fps")}
     print(json.dumps(out, indent=2))
 
 

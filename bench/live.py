@@ -180,8 +180,14 @@ def main() -> None:
             print(json.dumps({k: v for k, v in r.items() if k not in ("model_config", "vqvae_config")}), flush=True)
     from ckpt_io import atomic_write_json
 
+    results["headline"] = {
+        f"{r['preset']} {r['threads']} thread(s)": {"fps": r["fps_median_tick"],
+                                                     "p95 tick ms": r["latency_ms_p95"]["tick"]}
+        for r in results["results"]}
     atomic_write_json(cfg.out, results)
-    print(f"wrote {cfg.out}")
+    print(f"wrote {cfg.out}", file=sys.stderr)
+    # last line, for bench/run_all.py: the headline figures of every preset and thread count
+    print(json.dumps({k: v for k, v in results.items() if k != "results"}))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 Each script runs with its default options as `python -m bench.<name>` from the repository root and prints
 one JSON object (the last stdout line that parses as a JSON object is taken; progress lines before it are
-fine). bench/results/<name>.json records that object with the machine, the date, the command, the exit
+fine); its `headline` object, if it has one, holds the figures the table shows (else the first numbers
+are shown). bench/results/<name>.json records that object with the machine, the date, the command, the exit
 status and the wall time; a failing script is recorded too (ok: false, the tail of its stderr) and makes
 run_all exit with status 1 after the others have run. The table between the markers
 `<!-- bench-table:start -->` and `<!-- bench-table:end -->` in BENCHMARKS.md is rebuilt from every result
@@ -137,7 +138,8 @@ def table(records: Sequence[dict[str, Any]]) -> str:
         if m.get("load_average"):
             machine += f", load {m['load_average'][0]}"
         if r.get("ok"):
-            figs = flatten(r.get("result") or {})
+            result = r.get("result") or {}
+            figs = flatten(result.get("headline") or result)
             shown = ", ".join(f"{k} {_num(v)}" for k, v in figs[:MAX_FIGURES])
             if len(figs) > MAX_FIGURES:
                 shown += f", ... ({len(figs) - MAX_FIGURES} more in bench/results/{r['name']}.json)"

@@ -211,6 +211,11 @@ def main() -> None:
         result["ar_sweep"].append(row)
         print(json.dumps(row), file=sys.stderr)
     result["machine"]["loadavg_end"] = os.getloadavg()
+    rss = [r["peak_rss_mb"] for r in result["ar_sweep"] if "peak_rss_mb" in r]
+    result["headline"] = {
+        **{f"{p} steps/s": r["steps_per_s"] for p, r in result["presets"].items()},
+        **{f"{p} LPIPS share": r["lpips_share_of_step"] for p, r in result["presets"].items()},
+        **({"peak RSS MB over the AR sweep": {"min": min(rss), "max": max(rss)}} if rss else {})}
     ckpt_io.atomic_write_text(cfg.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))  # one line: bench/run_all.py reads the last JSON line
 

@@ -97,6 +97,11 @@ def run(cfg: VQBenchConfig) -> dict[str, Any]:
         })
     result["config"] = to_dict(cfg)
     result["vqvae_config"] = to_dict(model.cfg)
+    result["headline"] = {"decoder GFLOP/frame": result["decoder_gflop_per_frame"],
+                          **{f"decode 1 frame ms, {t['threads']} thread(s)": t["decode_1_frame_ms_median"]
+                             for t in result["timings"]},
+                          **{f"encode ms/frame, {t['threads']} thread(s)": t["encode_batched_ms_per_frame"]
+                             for t in result["timings"]}}
     return result
 
 

@@ -263,3 +263,16 @@ def test_bench_run_all_writes_results_and_table(tmp_path, monkeypatch):
                   "--only", "fast"])
     text = md.read_text()
     assert text.count(run_all.START) == 1 and "fps 99" in text and "| broken |" in text
+
+
+def test_bench_table_shows_the_headline_figures_when_a_script_gives_them():
+    from bench import run_all
+
+    rec = {"name": "x", "ok": True, "seconds": 1.0, "machine": {},
+           "result": {"config": {"videos": 4, "seconds": 10}, "decode_fps": 756.4,
+                      "headline": {"pipeline / decode": 0.113, "by preset": {"laptop": 2.5}}}}
+    row = run_all.table([rec]).splitlines()[-1]
+    assert "pipeline / decode 0.113" in row and "by preset.laptop 2.5" in row
+    assert "videos" not in row and "decode_fps" not in row
+    del rec["result"]["headline"]
+    assert "config.videos 4" in run_all.table([rec]).splitlines()[-1]
