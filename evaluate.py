@@ -288,15 +288,28 @@ class Clip:
 
 
 def heldout_files(root: Path, meta: dict[str, Any], cfg: EvalConfig) -> tuple[list[str], str]:
-    """The episodes the model did not train on: when the model was trained on this shard folder,
-    dataset.split_files with its own fraction and seed (from its train_config unless overridden); when it
-    was trained on another folder, every episode here. Falls back to all files, saying so."""
+    """The episodes the model did not train on. A model that records its training episodes (`train_files`)
+    is checked by name: every episode here that is not one of them, whichever path either run reached the
+    data by (a relative path means another folder from another directory). A model without that record:
+    when it was trained on this folder, dataset.split_files with its own fraction and seed; when on another
+    folder, every episode here. --val-fraction forces a split. Falls back to all files, saying so."""
     from dataset import read_manifest, split_files
 
     tc = meta.get("train_config") or {}
     frac = cfg.val_fraction if cfg.val_fraction >= 0 else float(tc.get("val_fraction", 0.1))
     seed = cfg.split_seed if cfg.split_seed >= 0 else int(tc.get("seed", 0))
     every = sorted(e["file"] for e in read_manifest(root))
+    seen = meta.get("train_files")
+    if seen is not None and cfg.val_fraction < 0:
+        unseen = sorted(set(every) - set(seen))
+        if not unseen:
+            return every, (f"all {len(every)} episodes of {root}: the model trained on every one of them "
+                           f"(NOT held out)")
+        if len(unseen) == len(every):
+            return every, (f"all {len(every)} episodes of {root}: none is among the model's {len(seen)} "
+                           f"training episodes")
+        return unseen, (f"held-out episodes of {root}: the {len(unseen)} of {len(every)} that are not among "
+                        f"the model's training episodes")
     trained_on = str(tc.get("data", ""))
     if trained_on and Path(trained_on).resolve() != root.resolve() and cfg.val_fraction < 0:
         return every, (f"all {len(every)} episodes of {root}: the model was trained on {trained_on}, so none "

@@ -1031,7 +1031,7 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
         step = trainer.step
         state = trainer.state_dict(sampler.state_dict(consumed=consumed), {"wandb_run_id": run_id})
         ckpt_io.save_checkpoint(files.state_path(step), TRAIN_STATE_KIND, TRAIN_STATE_FORMAT_VERSION, state)
-        export_args = (trainer.model, encoding, cfg.vqvae, ident, config_mod.to_dict(cfg), step)
+        export_args = (trainer.model, encoding, cfg.vqvae, ident, config_mod.to_dict(cfg), step, train_files)
         save_world_model(files.export_path(step), *export_args)
         save_world_model(files.latest_export, *export_args)
         RunFiles.prune(files.states(), cfg.keep_last)

@@ -102,6 +102,16 @@ def test_quick_cli_end_to_end(tiny_setup, tmp_path, capsys):
     assert len(files) == 3 and "none of them was seen" in why
     files, why = E.heldout_files(shards, bundle.meta, E.EvalConfig())
     assert len(files) == 1 and "held-out split" in why
+    # A model that names its training episodes is held out by name, whatever path it recorded for the data
+    # (a relative path from another directory would otherwise look like another dataset).
+    every = sorted(p.name for p in shards.glob("*.npz"))
+    named = {"train_config": {"data": "runs/x/shards", "val_fraction": 0.34}, "train_files": every[:2]}
+    files, why = E.heldout_files(shards, named, E.EvalConfig())
+    assert files == every[2:] and "not among the model's training episodes" in why
+    files, why = E.heldout_files(shards, {**named, "train_files": every}, E.EvalConfig())
+    assert files == every and "NOT held out" in why
+    files, why = E.heldout_files(shards, {**named, "train_files": ["other.npz"]}, E.EvalConfig())
+    assert files == every and "none is among" in why
 
 
 def test_copy_last_frame_model_scores_exactly_the_copy_baseline(tiny_setup, tmp_path):

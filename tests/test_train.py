@@ -323,6 +323,9 @@ def test_checkpoints_exports_logs_and_retention(setup, lpips_net, tmp_path):
     model, meta = load_world_model(run_dir / "world_model.pt")
     assert meta["step"] == 6 and meta["vqvae"]["identity"] == setup["ident"]
     assert isinstance(meta["encoding"], ActionEncoding) and meta["train_config"]["preset"] == "tiny"
+    # The export names the episodes it trained on (evaluate.py holds out the others by name).
+    from dataset import split_files
+    assert meta["train_files"] == split_files(cfg.data, 0.34, seed=cfg.seed)[0] and len(meta["train_files"]) >= 1
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, out["trainer"].model.state_dict()[k])
     saved = json.loads((run_dir / "config.json").read_text())
