@@ -455,7 +455,7 @@ def train_from_shards(root: str | Path, vqvae: Any, vqvae_identity: str, encodin
     train_files, val_files = split_files(root, val_fraction, split_seed)
     train = load_shard_pairs(root, train_files, vqvae, dev, max_frames)
     val = load_shard_pairs(root, val_files, vqvae, dev, max(2, max_frames // 4))
-    info = {"data": str(root), "source": "shards", "vqvae_identity": vqvae_identity,
+    info = {"data": str(Path(root).resolve()), "source": "shards", "vqvae_identity": vqvae_identity,
             "val_fraction": val_fraction, "split_seed": split_seed}
     return train_judge(train, val, encoding, steps, batch_size, lr, width, dev, seed, info, progress)
 
