@@ -69,6 +69,28 @@ def test_field_docs_and_help(capsys):
     assert "--max-steps" in out and "Number of optimizer steps." in out and "tiny" in out
 
 
+def test_main_config_help_shows_the_script_usage_and_errors_exit_cleanly(capsys):
+    with pytest.raises(SystemExit) as e:
+        config.main_config(DemoConfig, PRESETS, argv=["--help"], doc="usage: demo.py --lr X")
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.index("usage: demo.py --lr X") < out.index("--max-steps")
+    with pytest.raises(SystemExit) as e:
+        config.main_config(DemoConfig, PRESETS, argv=["--no-such-key", "1"])
+    assert e.value.code == 2 and "no-such-key" in capsys.readouterr().err.replace("_", "-")
+
+    def bad_input() -> None:
+        raise video_io.VideoError("clip.mp4: no video stream")
+
+    with pytest.raises(SystemExit) as e:
+        config.exit_on_error(bad_input, (video_io.VideoError,))
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == "error: clip.mp4: no video stream"
+    # Only the listed errors are turned into a clean exit; a bug still shows its traceback.
+    with pytest.raises(ZeroDivisionError):
+        config.exit_on_error(lambda: 1 / 0, (video_io.VideoError,))
+    assert config.exit_on_error(lambda: 7) == 7
+
+
 def test_config_round_trip_and_strict(tmp_path):
     cfg = DemoConfig(edges=(3.0, 4.0))
     config.save_config(cfg, tmp_path / "c.json")
