@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 import torch
 
+from rollout import sync
+
 
 def times_ms(fn: Callable[[], Any], repeats: int, device: torch.device, warmup: int = 3) -> list[float]:
     """Milliseconds of each of `repeats` calls of fn after `warmup` untimed ones (CUDA synchronised, so
@@ -16,12 +18,10 @@ def times_ms(fn: Callable[[], Any], repeats: int, device: torch.device, warmup: 
         fn()
     out = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         t = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         out.append((time.perf_counter() - t) * 1e3)
     return out
 

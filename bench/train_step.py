@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 import ckpt_io  # noqa: E402
 from bench._common import SavedTensorMeter, times_ms  # noqa: E402
+from rollout import sync  # noqa: E402
 from config import main_config, parse_config  # noqa: E402
 
 
@@ -120,8 +121,7 @@ def run_job(job: dict[str, Any], device: torch.device, threads: int) -> dict[str
         t = time.perf_counter()
         with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
             m = trainer.train_step(batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         times.append(time.perf_counter() - t)
         for k, v in trainer.timer.pop().items():
             phases[k] = phases.get(k, 0.0) + v
