@@ -131,3 +131,25 @@ def heldout_frames(videos: Sequence[Path], size: tuple[int, int], count: int,
     if len(frames) > count:
         frames = frames[np.sort(rng.choice(len(frames), size=count, replace=False))]
     return frames, bad
+
+
+def heldout_clips(videos: Sequence[Path], size: tuple[int, int], clips_per_video: int, clip_frames: int,
+                  seed: int = 0) -> tuple[list[np.ndarray], list[tuple[str, str]]]:
+    """Runs of `clip_frames` consecutive frames (uint8 [T, h, w, 3] each), `clips_per_video` per video at
+    random non-overlapping offsets (same clips for the same inputs), plus the (path, reason) list of
+    videos that could not be read. Consecutive frames are what patch stability compares."""
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    bad: list[tuple[str, str]] = []
+    for v in videos:
+        try:
+            frames = load_video_frames(v, size)
+        except video_io.VideoError as e:
+            bad.append((str(v), str(e)))
+            continue
+        slots = max(1, len(frames) // clip_frames)
+        for s in np.sort(rng.choice(slots, size=min(clips_per_video, slots), replace=False)):
+            out.append(frames[s * clip_frames:(s + 1) * clip_frames])
+    if not out:
+        raise video_io.VideoError("no readable video among the held-out data")
+    return out, bad

@@ -3,8 +3,10 @@
     python -m vq_vae.evaluate --vqvae CKPT --data DIR [DIR ...] [--frames 512] [--out DIR]
 
 Reports PSNR, SSIM and LPIPS (AlexNet, real weights) between frames and their reconstructions
-decode_code(encode(frame)), codebook usage over all held-out frames (unique codes, perplexity), and
-writes `<out>/report.json` and `<out>/reconstructions.png` (originals over reconstructions). The metric
+decode_code(encode(frame)), codebook usage over all held-out frames (unique codes, perplexity), the
+code-predictability metrics of vq_vae/stability.py on runs of consecutive frames (idempotence, patch
+stability, codebook separation, usage and perplexity on the clips; keys `codes/...`), and writes
+`<out>/report.json` and `<out>/reconstructions.png` (originals over reconstructions). The metric
 functions are the repository's shared ones (metrics.py), so numbers compare with evaluate.py's.
 """
 from __future__ import annotations
@@ -26,8 +28,9 @@ import video_io
 import metrics
 from lpips_loader import load_lpips
 from vq_vae.checkpoint import load_vqvae, vqvae_identity
-from vq_vae.data import find_videos, heldout_frames
+from vq_vae.data import find_videos, heldout_clips, heldout_frames
 from vq_vae.model import VQVAE
+from vq_vae.stability import code_metrics, codebook_usage
 from vq_vae.train import split_data_args, pick_device, recon_grid, write_png
 
 
@@ -47,20 +50,16 @@ class VQEvalConfig:
     """Frames per encode/decode batch."""
     grid_frames: int = 8
     """Frames shown in the reconstruction grid."""
+    clips_per_video: int = 4
+    """Runs of consecutive frames per video for the code-predictability metrics (0: skip them)."""
+    clip_frames: int = 32
+    """Consecutive frames per run (patch stability compares each frame with the next)."""
     seed: int = 0
-    """Which frames are picked."""
+    """Which frames and clips are picked."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to run."""
-
-
-def codebook_usage(tokens: np.ndarray, codebook_size: int) -> dict[str, float]:
-    """Unique codes, their fraction of the codebook, and the perplexity of the code histogram."""
-    counts = np.bincount(tokens.reshape(-1), minlength=codebook_size).astype(np.float64)  # [K]
-    p = counts / max(counts.sum(), 1.0)
-    nz = p[p > 0]
-    return {"unique_codes": int((counts > 0).sum()), "codebook_size": codebook_size,
-            "usage_fraction": float((counts > 0).sum() / codebook_size),
-            "perplexity": float(np.exp(-(nz * np.log(nz)).sum()))}
+    cpu_threads: int = 0
+    """torch CPU threads (0: torch's default)."""
 
 
 @torch.no_grad()
@@ -79,6 +78,8 @@ def evaluate(cfg: VQEvalConfig) -> dict[str, Any]:
         raise config_mod.ConfigError("--vqvae CKPT is required")
     if not cfg.data:
         raise config_mod.ConfigError("--data needs at least one folder of held-out videos")
+    if cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
     device = pick_device(cfg.device)
     model = load_vqvae(cfg.vqvae, device=device)
     size = (model.cfg.frame_width, model.cfg.frame_height)
@@ -89,12 +90,16 @@ def evaluate(cfg: VQEvalConfig) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     lp = metrics.lpips_distance(load_lpips("alex", device=device), frames, recs, device=device)
     psnr, ssim = metrics.psnr(frames, recs), metrics.ssim(frames, recs)
+    codes: dict[str, float] = {}
+    if cfg.clips_per_video > 0:
+        clips, _ = heldout_clips(videos, size, cfg.clips_per_video, cfg.clip_frames, cfg.seed)
+        codes = {f"codes/{k}": v for k, v in code_metrics(model, clips, cfg.batch_size).items()}
     report = {
         "vqvae": str(cfg.vqvae), "vqvae_identity": vqvae_identity(cfg.vqvae),
         "data": list(cfg.data), "videos": len(videos), "frames": int(len(frames)),
         "psnr_db": float(psnr.mean()), "ssim": float(ssim.mean()), "lpips": float(lp.mean()),
         "psnr_db_p10": float(np.percentile(psnr, 10)), "lpips_p90": float(np.percentile(lp, 90)),
-        **codebook_usage(tokens, model.codebook_size),
+        **codebook_usage(tokens, model.codebook_size), **codes,
         "encode_decode_frames_per_s": len(frames) / max(seconds, 1e-9), "device": str(device),
         "skipped_videos": [{"path": p, "reason": r} for p, r in bad],
         "config": config_mod.to_dict(cfg),
