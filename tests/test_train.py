@@ -17,6 +17,8 @@ import pytest
 import torch
 
 import config as config_mod
+import devices
+import objective
 import train
 from actions import ENC_DIM, RAW, RAW_DIM, ActionEncoding
 from bench._common import SavedTensorMeter
@@ -141,14 +143,14 @@ def test_teacher_forcing_feeds_the_previous_frame_and_ar_feeds_predictions(setup
         calls.append((tok.clone(), action.clone(), logits.detach().argmax(1)))
         return logits, new_state
 
-    real_ce = train.token_ce_per_sample
+    real_ce = objective.token_ce_per_sample
 
     def spy_ce(logits, target):
         targets.append(target.clone())
         return real_ce(logits, target)
 
     monkeypatch.setattr(trainer.model, "step", spy_step)
-    monkeypatch.setattr(train, "token_ce_per_sample", spy_ce)
+    monkeypatch.setattr(objective, "token_ce_per_sample", spy_ce)
     m = trainer.train_step(batch)
     t_total = tokens.shape[1] - 1
     ar = int(m["ar_len"])
@@ -228,7 +230,7 @@ def test_mixed_precision_training_step(setup, lpips_net):
     P100) gives finite losses and updates the parameters."""
     trainer = make_trainer(setup, lpips_net, "--ar-start-step", "0")
     assert trainer.amp_dtype is None and not trainer.scaler.is_enabled()  # CPU default: fp32
-    assert train.amp_settings(torch.device("cpu"), True) == (None, False)
+    assert devices.amp_settings(torch.device("cpu"), True) == (None, False)
     trainer.amp_dtype = torch.bfloat16
     batch = batch_from_data(setup, trainer.cfg.seq_len)
     before = params(trainer.model)
@@ -281,7 +283,7 @@ def test_nonfinite_loss_skips_the_step_then_stops(setup, lpips_net, monkeypatch)
     trainer = make_trainer(setup, lpips_net, "--max-bad-steps", "3")
     batch = batch_from_data(setup, trainer.cfg.seq_len)
     before = params(trainer.model)
-    monkeypatch.setattr(train, "token_ce_per_sample",
+    monkeypatch.setattr(objective, "token_ce_per_sample",
                         lambda logits, target: torch.full((logits.shape[0],), float("nan")))
     for _ in range(2):
         m = trainer.train_step(batch)

@@ -1,0 +1,84 @@
+"""Device choice, mixed precision and device-synchronised timing: one place for every script.
+
+`resolve_device` follows torchrun's LOCAL_RANK so each data-parallel process (train.py, preprocess.py) takes
+its own GPU; a single process gets cuda:0, the same device as plain "cuda".
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import torch
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """"auto" -> this process's GPU when CUDA is available, else cpu; "cuda" under torchrun -> this process's
+    GPU; asking for CUDA without a GPU is an error."""
+    if isinstance(spec, torch.device):
+        return spec
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if spec == "auto":
+        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cuda" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        spec = f"cuda:{local}"
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec} was asked for but no CUDA GPU is available")
+    return dev
+
+
+def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:
+    """Training precision: (autocast dtype or None for fp32, use a GradScaler). bf16 where supported, else
+    fp16 with a scaler (P100); CPU trains in fp32."""
+    if device.type != "cuda" or not enabled:
+        return None, False
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` on `device`; dtype None runs in fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def inference_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs that support it; fp32 elsewhere (P100 and CPU), where inference is exact."""
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return autocast(device, torch.bfloat16 if bf16 else None)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so a wall-clock timing covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PhaseTimer:
+    """Wall time per phase of a step (synchronising CUDA so GPU work is charged to the right phase)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.totals: dict[str, float] = {}
+        self._name: str | None = None
+        self._t0 = 0.0
+
+    def start(self, name: str) -> None:
+        self.stop()
+        sync(self.device)
+        self._name, self._t0 = name, time.perf_counter()
+
+    def stop(self) -> None:
+        if self._name is None:
+            return
+        sync(self.device)
+        self.totals[self._name] = self.totals.get(self._name, 0.0) + time.perf_counter() - self._t0
+        self._name = None
+
+    def pop(self) -> dict[str, float]:
+        self.stop()
+        out, self.totals = self.totals, {}
+        return out
