@@ -214,3 +214,92 @@ def test_resume_continues_exactly(video_dir, tmp_path):
     assert a == b  # the tiny preset's learning rate is constant, so the schedule matches too
     ma, mb = load_vqvae(tmp_path / "a" / "vqvae.pt"), load_vqvae(tmp_path / "b" / "vqvae.pt")
     assert all(torch.equal(x, y) for x, y in zip(ma.state_dict().values(), mb.state_dict().values()))
+
+
+FSQ = VQVAEConfig(**{**TINY.__dict__, "quantizer": "fsq", "fsq_levels": (8, 5, 5, 5)})
+
+
+def test_fsq_config_derives_codebook_size_and_dim_and_keeps_the_world_model_interface():
+    assert (FSQ.codebook_size, FSQ.code_dim) == (1000, 4)
+    m = VQVAE(FSQ).eval()
+    assert m.codebook.shape == (1000, 4) and float(m.codebook.abs().max()) == 1.0
+    frames = make_frames(2)
+    idx = m.encode(frames)
+    assert idx.shape == (2, 18, 32) and idx.dtype == torch.int64 and 0 <= int(idx.min()) <= int(idx.max()) < 1000
+    with torch.no_grad():
+        z_q, idx2, _, _ = m.quantizer(m.encoder(m.preprocess(frames)))
+    assert torch.equal(idx, idx2) and torch.equal(m.decode_code(idx), m.decode_embeddings(z_q))
+    probs = torch.nn.functional.one_hot(idx, 1000).permute(0, 3, 1, 2).float().requires_grad_(True)
+    soft = m.decode_embeddings(torch.einsum("bkhw,kd->bdhw", probs, m.codebook))
+    assert torch.equal(soft, m.decode_code(idx))
+    soft.mean().backward()
+    assert float(probs.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="fsq_levels"):
+        VQVAEConfig(quantizer="fsq", fsq_levels=(8, 1))
+
+
+def test_fsq_codes_are_a_lattice_that_requantises_to_itself():
+    q = VQVAE(FSQ).quantizer
+    # latents whose bounded value is exactly each lattice point: inverse of bounded()
+    lv = q._levels.view(1, -1, 1, 1)
+    half_l = (lv - 1) * (1 + q.eps) / 2
+    off = torch.where(lv % 2 == 0, 0.5, 0.0)
+    codes = q.embed.t().reshape(1, 4, 25, 40)  # [K, D] -> [1, D, 25, 40]
+    z = torch.atanh((codes * q._half_width.view(1, -1, 1, 1) + off) / half_l) - torch.atanh(off / half_l)
+    assert torch.equal(q.indices(z).reshape(-1), torch.arange(1000))
+    # any latent, however large, lands on a valid code; gradients pass straight through
+    big = (torch.randn(2, 4, 3, 3) * 100).requires_grad_(True)
+    z_q, idx, commit, _ = q(big)
+    assert int(idx.max()) < 1000 and torch.equal(z_q.detach(), q.embed[idx].permute(0, 3, 1, 2))
+    z_q.sum().backward()
+    assert big.grad is not None
+    # neighbours are one level apart along one axis: the 8-level axis has the smallest step
+    from vq_vae.stability import codebook_separation
+    assert codebook_separation(q.embed)["codebook_nn_distance"] == pytest.approx(0.25)
+
+
+def test_fsq_checkpoints_are_strict_and_old_vq_checkpoints_still_load(tmp_path):
+    torch.manual_seed(0)
+    m = VQVAE(FSQ).eval()
+    path = tmp_path / "fsq.pt"
+    save_vqvae(m, path)
+    back = load_vqvae(path)
+    assert back.cfg.quantizer == "fsq" and back.codebook_size == 1000 and back.cfg.fsq_levels == (8, 5, 5, 5)
+    frames = make_frames(2)
+    assert torch.equal(back.encode(frames), m.encode(frames))
+    record = torch.load(path, weights_only=False)
+    record["quantizer"]["embed"][3] += 0.1
+    torch.save(record, tmp_path / "tampered.pt")
+    with pytest.raises(ckpt_io.CheckpointError, match="tampered.pt.*lattice"):
+        load_vqvae(tmp_path / "tampered.pt")
+    # a checkpoint written before the quantizer field existed is a plain VQ
+    vq = initialised()
+    save_vqvae(vq, tmp_path / "vq.pt")
+    record = torch.load(tmp_path / "vq.pt", weights_only=False)
+    for key in ("quantizer", "fsq_levels"):
+        del record["config"][key]
+    torch.save(record, tmp_path / "old.pt")
+    old = load_vqvae(tmp_path / "old.pt")
+    assert old.cfg.quantizer == "vq" and torch.equal(old.encode(frames), vq.encode(frames))
+
+
+def test_tiny_fsq_training_with_consistency_losses(video_dir, tmp_path):
+    run = tmp_path / "fsq"
+    summary = vq_train.main(["--data", str(video_dir), "--run-dir", str(run), "--preset", "tiny",
+                             "--quantizer", "fsq", "--fsq-levels", "5,3,3", "--max-steps", "6",
+                             "--commitment-weight", "0.1", "--reencode-weight", "0.5", "--perturb-weight", "0.5",
+                             "--cpu-threads", "1"])
+    assert summary["step"] == 6
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite([r["reencode"], r["perturb"], r["commit"]]).all() for r in rows)
+    model = load_vqvae(run / "vqvae.pt")
+    assert model.codebook_size == 45 and model.encode(make_frames(1)).shape == (1, 18, 32)
+
+
+def test_perturbed_copy_is_a_small_shift_plus_noise():
+    x = torch.rand(3, 3, 72, 128) * 2 - 1
+    assert torch.equal(vq_train.perturbed(x, 0, 0.0), x)
+    y = vq_train.perturbed(x, 1, 2.0, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    noisy = vq_train.perturbed(x, 0, 2.0, torch.Generator().manual_seed(0))
+    assert float((noisy - x).abs().max()) <= 2.0 / 127.5 + 1e-6

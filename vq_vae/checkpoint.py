@@ -18,7 +18,7 @@ import torch
 
 import ckpt_io
 import config as config_mod
-from vq_vae.model import VQVAE, VQVAEConfig
+from vq_vae.model import VQVAE, EMAQuantizer, FSQuantizer, VQVAEConfig
 
 VQVAE_KIND = "vqvae"
 VQVAE_FORMAT_VERSION = 1
@@ -71,8 +71,11 @@ def model_from_payload(payload: dict[str, Any], path: str | Path) -> VQVAE:
             getattr(model, comp).load_state_dict(payload[comp], strict=True)
         except RuntimeError as e:
             raise ckpt_io.CheckpointError(f"{path}: {comp} weights do not fit the stored config: {e}") from e
-    if not bool(model.quantizer.initted):
+    q = model.quantizer
+    if isinstance(q, EMAQuantizer) and not bool(q.initted):
         raise ckpt_io.CheckpointError(f"{path}: the codebook was never initialised (untrained tokenizer)")
+    if isinstance(q, FSQuantizer) and not torch.equal(q.embed, q.codes_of(torch.arange(q.codebook_size))):
+        raise ckpt_io.CheckpointError(f"{path}: the stored FSQ codebook is not the lattice of {q.levels}")
     return model
 
 

@@ -13,13 +13,18 @@ The quantiser is hand-written (`EMAQuantizer`, ~100 lines) rather than `vector-q
   fp32 even under autocast (bf16/fp16 distances pick wrong codes for near ties);
 - no extra dependency (that package pulls einops and follows torch closely).
 
+`FSQuantizer` (config `quantizer="fsq"`) is the alternative: finite scalar quantisation (Mentzer et al.
+2023). The encoder outputs len(fsq_levels) channels, each bounded by tanh and rounded to a fixed number of
+levels; the codes are the points of that lattice, so neighbouring codes are equally spaced, no code can die
+or duplicate another, and there is no codebook to learn (no EMA, no k-means, no restarts).
+
 API used by the rest of Ochre (see `VQVAE`): `encode`, `decode_code`, `decode_embeddings`, `codebook`,
 `codebook_size`, `code_dim`, `grid`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,10 +42,15 @@ class VQVAEConfig:
     """Input/output frame width in pixels (must be divisible by 4)."""
     frame_height: int = FRAME_H
     """Input/output frame height in pixels (must be divisible by 4)."""
+    quantizer: Literal["vq", "fsq"] = "vq"
+    """vq: learned codebook (EMAQuantizer); fsq: finite scalar quantisation on a fixed lattice
+    (FSQuantizer), whose codebook_size and code_dim follow from fsq_levels."""
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
+    """FSQ only: levels per latent channel; K = their product, D = their count."""
     codebook_size: int = 1024
-    """Number of codes K; the world model reads it from the checkpoint."""
+    """Number of codes K; the world model reads it from the checkpoint (fsq: set to prod(fsq_levels))."""
     code_dim: int = 32
-    """Dimension D of each code vector (small D keeps codebook usage high)."""
+    """Dimension D of each code vector (small D keeps codebook usage high; fsq: set to len(fsq_levels))."""
     enc_channels: tuple[int, int, int] = (16, 32, 64)
     """Encoder channels at full, 1/2 and 1/4 resolution."""
     enc_res_blocks: tuple[int, int, int] = (0, 1, 1)
@@ -68,6 +78,14 @@ class VQVAEConfig:
             if len(value) != 3:
                 raise ValueError(f"{name} needs 3 values (one per resolution), got {value}")
             setattr(self, name, value)
+        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        if self.quantizer == "fsq":
+            if not self.fsq_levels or min(self.fsq_levels) < 2:
+                raise ValueError(f"fsq_levels needs at least one level count >= 2, got {self.fsq_levels}")
+            self.codebook_size = int(np.prod(self.fsq_levels))
+            self.code_dim = len(self.fsq_levels)
+        elif self.quantizer != "vq":
+            raise ValueError(f"quantizer must be 'vq' or 'fsq', got {self.quantizer!r}")
 
 
 class ResBlock(nn.Module):
@@ -179,6 +197,15 @@ class EMAQuantizer(nn.Module):
                     + embed.pow(2).sum(1)[None, :])  # [N, K]
             return dist.argmin(1)
 
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        """Encoder output [B, D, h, w] -> code indices [B, h, w]."""
+        b, d, h, w = z.shape
+        return self.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)  # [B*h*w, D] -> [B, h, w]
+
+    def bounded(self, z: torch.Tensor) -> torch.Tensor:
+        """The encoder output in code space (identity for a VQ: codes live where the encoder writes)."""
+        return z
+
     @torch.no_grad()
     def _kmeans_init(self, flat: torch.Tensor) -> None:
         k = self.codebook_size
@@ -259,6 +286,75 @@ class EMAQuantizer(nn.Module):
         return z_q, idx.view(b, h, w), commit, stats  # indices [B, h, w]
 
 
+class FSQuantizer(nn.Module):
+    """Finite scalar quantisation: each of the D = len(levels) channels is bounded by tanh to
+    (-(L-1)/2, (L-1)/2) (shifted by 1/2 for even L), rounded to an integer and scaled by 1/(L // 2), so
+    every channel takes L values in [-1, 1]. Codes are the K = prod(levels) lattice points; the index is
+    the mixed-radix number of the per-channel digits (first channel fastest).
+
+    Buffer `embed` [K, D] holds the lattice points in index order (saved, so a checkpoint carries the
+    codebook the world model reads, and a strict load checks it). Gradients pass straight through the
+    rounding. The returned auxiliary term is the distance of the bounded latents to their lattice points
+    (a commitment term: it pulls latents to cell centres, away from the rounding boundaries where a tiny
+    change of the picture flips the code)."""
+
+    def __init__(self, levels: tuple[int, ...], eps: float = 1e-3) -> None:
+        super().__init__()
+        self.levels = tuple(int(v) for v in levels)
+        self.codebook_size, self.code_dim, self.eps = int(np.prod(self.levels)), len(self.levels), eps
+        lv = torch.tensor(self.levels, dtype=torch.float32)
+        self.register_buffer("_levels", lv, persistent=False)
+        self.register_buffer("_half_width", torch.floor(lv / 2), persistent=False)
+        basis = torch.cumprod(torch.tensor((1,) + self.levels[:-1], dtype=torch.int64), 0)
+        self.register_buffer("_basis", basis, persistent=False)
+        self.register_buffer("embed", self.codes_of(torch.arange(self.codebook_size)))
+
+    def codes_of(self, idx: torch.Tensor) -> torch.Tensor:
+        """Indices [...] -> lattice points [..., D] in [-1, 1]."""
+        digits = (idx[..., None] // self._basis) % self._levels.long()  # [..., D]
+        return (digits.float() - self._half_width) / self._half_width
+
+    def bounded(self, z: torch.Tensor) -> torch.Tensor:
+        """[B, D, h, w] -> the latents in code units (before rounding), fp32: channel i lies in
+        (-(L_i - 1)/2 - off_i, (L_i - 1)/2 - off_i) / (L_i // 2), off_i = 1/2 for even L_i."""
+        lv = self._levels.view(1, -1, 1, 1)
+        half_l = (lv - 1) * (1 + self.eps) / 2
+        offset = torch.where(lv % 2 == 0, 0.5, 0.0)
+        shift = torch.atanh(offset / half_l)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            b = torch.tanh(z.float() + shift) * half_l - offset
+        return b / self._half_width.view(1, -1, 1, 1)
+
+    def _round(self, zb: torch.Tensor) -> torch.Tensor:
+        """Bounded latents [B, D, h, w] -> integer digits in [0, L) [B, D, h, w] (int64)."""
+        hw = self._half_width.view(1, -1, 1, 1)
+        return (torch.round(zb * hw) + hw).long()
+
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        """Encoder output [B, D, h, w] -> code indices [B, h, w]."""
+        digits = self._round(self.bounded(z))
+        return (digits * self._basis.view(1, -1, 1, 1)).sum(1)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
+        """z [B, D, h, w] -> (straight-through quantised z [B, D, h, w], indices [B, h, w],
+        commitment term ||bounded(z) - sg(q)||^2 (fp32 scalar), stats)."""
+        zb = self.bounded(z)
+        digits = self._round(zb)
+        idx = (digits * self._basis.view(1, -1, 1, 1)).sum(1)  # [B, h, w]
+        # the exact lattice point, from the table, so the hard path equals decode_code bit for bit
+        quant = F.embedding(idx, self.embed).permute(0, 3, 1, 2)  # [B, h, w, D] -> [B, D, h, w]
+        commit = F.mse_loss(zb, quant)
+        stats: dict[str, float] = {}
+        if self.training:
+            with torch.no_grad():
+                probs = torch.bincount(idx.reshape(-1), minlength=self.codebook_size).float() / idx.numel()
+                stats["perplexity"] = float(torch.exp(-(probs * torch.log(probs + 1e-10)).sum()))
+                stats["codes_in_batch"] = float((probs > 0).sum())
+        quant = quant.to(z.dtype)
+        z_q = zb.to(z.dtype) + (quant - zb.to(z.dtype)).detach() if z.requires_grad else quant
+        return z_q, idx, commit, stats
+
+
 class VQVAE(nn.Module):
     """Frame tokenizer. Frames: uint8 [B, H, W, 3] (numpy or tensor) or float [B, 3, H, W] in [0, 1].
     Tokens: int64 [B, h, w] with (h, w) = `grid` = (H/4, W/4), i.e. (18, 32) for 128x72."""
@@ -268,8 +364,13 @@ class VQVAE(nn.Module):
         self.cfg = cfg or VQVAEConfig()
         self.encoder = Encoder(self.cfg)
         self.decoder = Decoder(self.cfg)
-        self.quantizer = EMAQuantizer(self.cfg.codebook_size, self.cfg.code_dim, self.cfg.ema_decay,
-                                      self.cfg.dead_code_threshold, self.cfg.usage_decay, self.cfg.kmeans_iters)
+        self.quantizer: EMAQuantizer | FSQuantizer
+        if self.cfg.quantizer == "fsq":
+            self.quantizer = FSQuantizer(self.cfg.fsq_levels)
+        else:
+            self.quantizer = EMAQuantizer(self.cfg.codebook_size, self.cfg.code_dim, self.cfg.ema_decay,
+                                          self.cfg.dead_code_threshold, self.cfg.usage_decay,
+                                          self.cfg.kmeans_iters)
 
     @property
     def codebook_size(self) -> int:
@@ -324,10 +425,7 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def encode(self, frames: Any) -> torch.Tensor:
         """Frames -> code indices int64 [B, h, w] (rows, columns)."""
-        z = self.encoder(self.preprocess(frames))
-        b, d, h, w = z.shape
-        # [B, D, h, w] -> [B*h*w, D] -> nearest codes -> [B, h, w]
-        return self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
+        return self.quantizer.indices(self.encoder(self.preprocess(frames)))
 
     def embed_code(self, indices: torch.Tensor) -> torch.Tensor:
         """indices [B, h, w] -> code vectors [B, D, h, w]."""

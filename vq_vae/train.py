@@ -74,7 +74,19 @@ class VQTrainConfig(VQVAEConfig):
     lpips_net: Literal["alex", "vgg"] = "alex"
     """LPIPS trunk."""
     commitment_weight: float = 0.25
-    """Weight of the commitment loss ||z - sg(q)||^2."""
+    """Weight of the commitment loss ||z - sg(q)||^2 (fsq: ||bounded(z) - sg(q)||^2, which keeps latents
+    away from rounding boundaries)."""
+    reencode_weight: float = 0.0
+    """Weight of the re-encoding consistency loss ||bounded(E(D(q))) - sg(q)||^2: the reconstruction,
+    encoded again, should land on the code it was decoded from (idempotence). Costs an encoder pass."""
+    perturb_weight: float = 0.0
+    """Weight of the perturbation consistency loss ||bounded(E(x')) - sg(q(x))||^2, x' = x shifted by up to
+    perturb_shift pixels and with +-perturb_noise grey levels of noise: near-identical pictures should keep
+    their codes (patch stability). Costs an encoder pass."""
+    perturb_shift: int = 1
+    """Largest shift (pixels, each axis, edges replicated) of the perturbed copy; 0: no shift."""
+    perturb_noise: float = 2.0
+    """Uniform per-pixel noise of the perturbed copy, in grey levels (0..255 units)."""
     disc_weight: float = 0.0
     """Weight of the PatchGAN generator loss (0: no discriminator at all)."""
     disc_start_step: int = 0
@@ -114,6 +126,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # <= 20 minutes on 2 CPU cores, block-world data; the decoder is the one live play runs every frame
     "laptop": dict(max_steps=1500, batch_size=8, lr=1e-3, warmup_steps=50, log_every=25, image_every=250,
                    ckpt_every=250, pool_frames=20000),
+    # the laptop preset with finite scalar quantisation (1000 lattice codes); see the ablation in
+    # vq_vae/README.md
+    "laptop_fsq": dict(max_steps=1500, batch_size=8, lr=1e-3, warmup_steps=50, log_every=25, image_every=250,
+                       ckpt_every=250, pool_frames=20000, quantizer="fsq", fsq_levels=(8, 5, 5, 5),
+                       commitment_weight=0.0),
     # Real data (GameFactory, 70 h at 16 fps) on one A100; see vq_vae/README.md. Same live-cost decoder,
     # a wider encoder (it only runs in preprocessing), a PatchGAN after a reconstruction warm-up.
     "a100": dict(enc_channels=(64, 128, 256), enc_res_blocks=(1, 2, 3), max_steps=100000, batch_size=64,
@@ -139,14 +156,20 @@ def lr_at(step: int, cfg: VQTrainConfig) -> float:
 
 def reconstruction_loss(x: torch.Tensor, rec: torch.Tensor, commit: torch.Tensor,
                         lpips_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], cfg: VQTrainConfig,
-                        gen_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                        gen_logits: torch.Tensor | None = None, reencode: torch.Tensor | None = None,
+                        perturb: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Tokenizer loss (fp32). x, rec: [B, 3, H, W] in [-1, 1]; commit: scalar; gen_logits: discriminator
-    logits on rec when the adversarial term is active. Returns (total, {name: value})."""
+    logits on rec when the adversarial term is active; reencode, perturb: the consistency terms (scalars)
+    when their weights are on. Returns (total, {name: value})."""
     rec = rec.float()
     l1 = (rec - x).abs().mean()
     lp = lpips_fn(rec, x).mean()
     total = cfg.l1_weight * l1 + cfg.lpips_weight * lp + cfg.commitment_weight * commit
     parts = {"l1": l1.item(), "lpips": lp.item(), "commit": commit.item()}
+    for name, term, weight in (("reencode", reencode, cfg.reencode_weight), ("perturb", perturb, cfg.perturb_weight)):
+        if term is not None:
+            total = total + weight * term
+            parts[name] = term.item()
     if gen_logits is not None:
         g = -gen_logits.float().mean()
         total = total + cfg.disc_weight * g
@@ -176,6 +199,37 @@ def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | Non
     if torch.cuda.is_bf16_supported():
         return torch.bfloat16, False
     return torch.float16, True
+
+
+def perturbed(x: torch.Tensor, shift: int, noise: float, gen: torch.Generator | None = None) -> torch.Tensor:
+    """x [B, 3, H, W] in [-1, 1] shifted by a random integer offset in [-shift, shift] per axis and frame
+    (edges replicated) plus uniform noise of +-noise grey levels: a near-identical picture."""
+    b, _, h, w = x.shape
+    out = x
+    if shift > 0:
+        pad = F.pad(x, (shift, shift, shift, shift), mode="replicate")  # [B, 3, H + 2s, W + 2s]
+        off = torch.randint(0, 2 * shift + 1, (b, 2), generator=gen)
+        out = torch.stack([pad[i, :, int(dy):int(dy) + h, int(dx):int(dx) + w] for i, (dy, dx) in enumerate(off)])
+    if noise > 0:
+        out = out + (torch.rand(out.shape, generator=gen).to(x.device) * 2 - 1) * (noise / 127.5)
+    return out
+
+
+def consistency_terms(model: VQVAE, x: torch.Tensor, rec: torch.Tensor, idx: torch.Tensor,
+                      cfg: VQTrainConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(re-encoding term, perturbation term), each None when its weight is 0. Both pull the bounded encoder
+    output of a picture that should carry the same codes (the reconstruction; a shifted, noisy copy of x)
+    onto the code vectors chosen for x (stop-gradient). idx: [B, h, w]."""
+    if cfg.reencode_weight <= 0 and cfg.perturb_weight <= 0:
+        return None, None
+    target = F.embedding(idx, model.codebook).permute(0, 3, 1, 2).detach().float()  # [B, D, h, w]
+    reenc = pert = None
+    if cfg.reencode_weight > 0:
+        reenc = F.mse_loss(model.quantizer.bounded(model.encoder(rec.clamp(-1.0, 1.0))).float(), target)
+    if cfg.perturb_weight > 0:
+        xp = perturbed(x, cfg.perturb_shift, cfg.perturb_noise)
+        pert = F.mse_loss(model.quantizer.bounded(model.encoder(xp)).float(), target)
+    return reenc, pert
 
 
 def to_model_input(frames: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -255,6 +309,8 @@ def _set_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
 
 def _check_same_architecture(stored: dict[str, Any], cfg: VQTrainConfig, path: Path) -> None:
     now = config_mod.to_dict(model_config(cfg))
+    # fields added since the state was written take their defaults (an old state is a plain VQ)
+    stored = config_mod.to_dict(config_mod.from_dict(VQVAEConfig, stored, strict=False))
     diff = {k: (stored.get(k), v) for k, v in now.items() if stored.get(k) != v}
     if diff:
         raise ckpt_io.CheckpointError(f"{path}: --resume with a different architecture "
@@ -355,9 +411,10 @@ def train(cfg: VQTrainConfig) -> dict[str, Any]:
             x = to_model_input(pool.sample(cfg.batch_size, rng), device)
             adv = disc is not None and step > cfg.disc_start_step
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                rec, _, commit, qstats = model(x)
+                rec, idx, commit, qstats = model(x)
                 gen_logits = disc(rec) if adv else None
-                loss, parts = reconstruction_loss(x, rec, commit, lpips_fn, cfg, gen_logits)
+                reenc, pert = consistency_terms(model, x, rec, idx, cfg)
+                loss, parts = reconstruction_loss(x, rec, commit, lpips_fn, cfg, gen_logits, reenc, pert)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
