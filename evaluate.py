@@ -210,7 +210,7 @@ class ModelPredictor(Predictor):
 
     @torch.inference_mode()
     def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:
-        from rollout import autocast_for
+        from devices import inference_autocast
 
         b = self.bundle
         out = []
@@ -221,7 +221,7 @@ class ModelPredictor(Predictor):
             preds = []
             # Step by step, keeping only the argmax: full teacher-forced logits [B, L, K, h, w] would not
             # fit in memory for long clips.
-            with autocast_for(b.device):
+            with inference_autocast(b.device):
                 for s in range(t.shape[1] - 1):
                     logits, state = b.step_fn(t[:, s], enc[:, s], state)
                     if s >= first:
@@ -482,13 +482,9 @@ def blockworld_starts(root: Path, files: Sequence[str], source_data: str, contex
     """Start states of held-out block-world episodes: blockworld.episode_start from each episode's metadata
     JSON (the manifest's actions_file, else <source_data>/metadata/<stem>.json), then C-1 no-op ticks
     through the simulator, rendered and encoded as the context. ([], reason) when unavailable."""
+    from blockworld import context_start, episode_start
     from dataset import read_manifest
 
-    try:
-        from blockworld import episode_start, render, step
-        from blockworld.oracle import rollout as oracle_rollout
-    except ImportError as e:
-        return [], f"block world unavailable ({e})"
     entries = {e["file"]: e for e in read_manifest(root)}
     starts: list[Start] = []
     reasons: list[str] = []
@@ -512,17 +508,9 @@ def blockworld_starts(root: Path, files: Sequence[str], source_data: str, contex
         except (ValueError, OSError) as err:
             reasons.append(f"{path}: {err}")
             continue
-        frames = [render(world, state, frame_size)]
         acts = noop(context - 1)
-        for a in acts:
-            state = step(world, state, a)
-            frames.append(render(world, state, frame_size))
-        end = state
-
-        def oracle(actions: np.ndarray, world: Any = world, end: Any = end) -> np.ndarray:
-            return oracle_rollout(world, end, np.asarray(actions, np.float32), frame_size)
-
-        starts.append(Start(f"{stem}", encode(np.stack(frames)), acts, oracle))
+        frames, oracle = context_start(world, state, acts, frame_size)  # frames [C, H, W, 3]
+        starts.append(Start(f"{stem}", encode(frames), acts, oracle))
     return starts, "; ".join(reasons) if not starts else ""
 
 

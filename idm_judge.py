@@ -470,7 +470,7 @@ def recorded_vqvae_path(meta: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from config import main_config
-    from rollout import resolve_device
+    from devices import resolve_device
 
     cfg = main_config(JudgeConfig, argv=argv)
     if not cfg.data:

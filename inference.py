@@ -91,7 +91,8 @@ def run(cfg: InferenceConfig) -> dict:
 
     from ckpt_io import atomic_write_json
     from presets import actions_to_entries
-    from rollout import Rollout, Sampling, decode_tokens, load_bundle, load_context, resolve_actions
+    from contexts import load_context, resolve_actions
+    from rollout import Rollout, Sampling, decode_tokens, load_bundle
     from video_io import upscale_nearest, write_mp4
 
     if not cfg.model:

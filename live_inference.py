@@ -561,7 +561,8 @@ def run(cfg: LiveConfig) -> dict:
         raise ValueError("--headless needs --script and/or --frames N")
     import torch
 
-    from rollout import load_bundle, load_context
+    from contexts import load_context
+    from rollout import load_bundle
 
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)

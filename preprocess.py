@@ -17,7 +17,6 @@ and rank 0 merges the manifest after a barrier. Alignment rules per source: sour
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -254,37 +253,23 @@ class Decoders:
 
 # ----------------------------------------------------------------------------- encode side
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if name == "auto":
-        return f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        return f"cuda:{local}"
-    return name
-
-
 class TokenEncoder:
     """The VQ-VAE as a frames -> uint16 tokens function, batched, on `device`, autocast on CUDA."""
 
     def __init__(self, path: str, device: str, batch_size: int, amp: bool, size: tuple[int, int]) -> None:
-        import torch
-
+        from devices import amp_settings, autocast, resolve_device
         from vq_vae import load_vqvae, vqvae_identity
 
         self.path = str(path)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = load_vqvae(path, device=str(self.device))
         self.identity = vqvae_identity(path)
         self.codebook_size = int(self.model.codebook_size)
         if self.codebook_size > 65536:
             raise ConfigError(f"{path}: codebook of {self.codebook_size} codes does not fit uint16 shards")
         self.batch_size = batch_size
-        self.autocast: Callable[[], Any] = contextlib.nullcontext
-        if amp and self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            self.autocast = lambda: torch.autocast("cuda", dtype=dtype)
+        dtype, _ = amp_settings(self.device, amp)
+        self.autocast: Callable[[], Any] = lambda: autocast(self.device, dtype)
         w, h = size
         try:
             grid = self(np.zeros((1, h, w, 3), dtype=np.uint8)).shape[1:]
@@ -448,7 +433,7 @@ def run(cfg: PreprocessConfig, after_shard: Callable[[str], None] | None = None)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
         episodes, problems = discover(cfg.data, cfg.source)
-        enc = TokenEncoder(cfg.vqvae, resolve_device(cfg.device), cfg.batch_size, cfg.amp, size)
+        enc = TokenEncoder(cfg.vqvae, cfg.device, cfg.batch_size, cfg.amp, size)
         meta = build_meta(cfg, enc)
         _prepare_out(cfg, out, meta, d)
         skipped = [{"file": f, "reason": r} for f, r in problems] if d.rank == 0 else []

@@ -13,24 +13,10 @@ Every frame is produced by the same `model.step(tokens, action, state)` the trai
     for raw in actions:                          # raw actions [9] (actions.py)
         ro.next(raw); frame = ro.frame()         # uint8 [72, 128, 3]
 
-Context specs (`load_context(spec, bundle, frames)`), for the scripts' --context:
-    shard:PATH.npz[:START]   C frames of a token shard from START (default 0) with their true actions;
-                             the rest of the episode gives the ground truth and the episode's own actions
-    video:PATH.mp4[:START]   C frames of a video, encoded with the VQ-VAE; a GameFactory metadata JSON
-                             (../metadata/<stem>.json or <stem>.json) supplies the actions, else no-ops
-    png:A.png[,B.png,...]    still frames (or a directory of *.png, sorted), encoded; no-op actions between
-    blockworld:SEED[:BIOME]  a block-world start frame (spawn of World(SEED), in BIOME if given: plains,
-                             forest, desert, snow), then C-1 no-op ticks of the simulator; the oracle renders
-                             the ground truth of any action sequence
-A video of blockworld.generate (its JSON has a "blockworld" section) also gets the oracle, replayed to the
-last context frame, so --compare works with any actions there too.
-A bare path ending in .npz, .mp4 or .png (or a directory) is read as the matching kind.
+Where a rollout starts (--context, --actions): contexts.py.
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +25,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from actions import ACTION_SCHEMA_VERSION, ENC_DIM, RAW_DIM, ActionEncoding, from_gamefactory, noop, validate_raw
+from actions import ACTION_SCHEMA_VERSION, ENC_DIM, RAW_DIM, ActionEncoding, validate_raw
+from devices import inference_autocast, resolve_device, sync
 
 FRAME_W, FRAME_H = 128, 72
 SAMPLING_MODES = ("greedy", "temperature", "topk")
@@ -47,34 +34,6 @@ SAMPLING_MODES = ("greedy", "temperature", "topk")
 
 class IncompatibleError(ValueError):
     """A world model, VQ-VAE or context that cannot be used together; the message names the files."""
-
-
-# ----------------------------------------------------------------------------- devices
-
-
-def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda when available, else cpu; "cuda" without a GPU is an error."""
-    if isinstance(spec, torch.device):
-        return spec
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-    return dev
-
-
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs that support it; fp32 elsewhere (P100 and CPU), where inference is exact."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work so a wall-clock timing covers it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ----------------------------------------------------------------------------- bundle
@@ -292,7 +251,7 @@ def decode_tokens(bundle: Bundle, tokens: Any, batch_size: int = 32) -> np.ndarr
     t = _as_tokens(tokens, bundle.device)
     out = []
     for i in range(0, t.shape[0], batch_size):
-        with autocast_for(bundle.device):
+        with inference_autocast(bundle.device):
             img = bundle.decode_fn(t[i:i + batch_size])  # [b, 3, H, W] in [0, 1]
         out.append(to_uint8(img))
     w, h = bundle.frame_size
@@ -314,7 +273,7 @@ def encode_frames(bundle: Bundle, frames: np.ndarray, batch_size: int = 32) -> t
     out = []
     for i in range(0, frames.shape[0], batch_size):
         x = torch.from_numpy(frames[i:i + batch_size]).to(bundle.device)
-        with autocast_for(bundle.device):
+        with inference_autocast(bundle.device):
             out.append(bundle.vqvae.encode(x).to(torch.int64))
     return torch.cat(out)
 
@@ -372,7 +331,7 @@ class Rollout:
         self.generator.manual_seed(self.sampling.seed)
         model = self.bundle.model
         state = model.init_state(1, self.device)
-        with autocast_for(self.device):
+        with inference_autocast(self.device):
             for i in range(self._ctx_tokens.shape[0] - 1):
                 _, state = self.bundle.step_fn(self._ctx_tokens[i:i + 1], self._ctx_actions[i:i + 1], state)
         self.state = state
@@ -387,7 +346,7 @@ class Rollout:
             raise RuntimeError("Rollout.next before warmup")
         t0 = time.perf_counter()
         act = self._encode_action(np.asarray(raw_action, dtype=np.float32).reshape(RAW_DIM))[None]  # [1, 15]
-        with autocast_for(self.device):
+        with inference_autocast(self.device):
             logits, self.state = self.bundle.step_fn(self.tokens[None], act, self.state)
         s = self.sampling
         self.tokens = sample_tokens(logits.float(), s.mode, s.temperature, s.top_k, self.generator)[0]
@@ -402,7 +361,7 @@ class Rollout:
         if self.tokens is None:
             raise RuntimeError("Rollout.frame before warmup")
         t0 = time.perf_counter()
-        with autocast_for(self.device):
+        with inference_autocast(self.device):
             img = self.bundle.decode_fn(self.tokens[None])  # [1, 3, H, W]
         out = to_uint8(img)[0]
         self.decode_ms = (time.perf_counter() - t0) * 1e3
@@ -433,7 +392,7 @@ def rollout_batch(bundle: Bundle, context_tokens: Any, context_actions: Any, fut
     gen = sampling.generator(dev)
     state = bundle.model.init_state(b, dev)
     out = torch.empty((b, fa.shape[1]) + tuple(ctx.shape[2:]), dtype=torch.int64, device=dev)
-    with autocast_for(dev):
+    with inference_autocast(dev):
         for i in range(c - 1):
             _, state = bundle.step_fn(ctx[:, i], enc_ctx[:, i], state)
         cur = ctx[:, -1]
@@ -442,251 +401,6 @@ def rollout_batch(bundle: Bundle, context_tokens: Any, context_actions: Any, fut
             cur = sample_tokens(logits.float(), sampling.mode, sampling.temperature, sampling.top_k, gen)
             out[:, n] = cur
     return out
-
-
-# ----------------------------------------------------------------------------- contexts
-
-
-@dataclass
-class Context:
-    """Where a rollout starts: C frames' tokens and the C-1 raw actions between them, plus what is known of
-    the true continuation."""
-
-    tokens: torch.Tensor
-    """Context tokens int64 [C, h, w]."""
-    actions: np.ndarray
-    """Raw actions between the context frames, float32 [C-1, 9]."""
-    source: str
-    """The spec it came from."""
-    episode_actions: np.ndarray | None = None
-    """The episode's own raw actions after the context [M, 9] (action n produces future frame n), if known."""
-    truth: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
-    """n -> the episode's true next n frames, uint8 [n, H, W, 3] (only valid with episode_actions)."""
-    oracle: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
-    """raw actions [N, 9] -> the true frames [N, H, W, 3] for any actions (block world)."""
-    frames: np.ndarray | None = field(default=None, repr=False)
-    """The context frames as pixels, uint8 [C, H, W, 3], where they came as pixels."""
-
-    def ground_truth(self, actions: np.ndarray, own_actions: bool) -> np.ndarray:
-        """True frames for `actions` [N, 9]: from the oracle for any actions, else the episode's own
-        frames when `actions` are its own. ValueError when neither is available."""
-        n = len(actions)
-        if self.oracle is not None and not (own_actions and self.truth is not None):
-            return self.oracle(actions)
-        if self.truth is None:
-            raise ValueError(f"{self.source}: this context has no ground truth to compare with")
-        if not own_actions:
-            raise ValueError(f"{self.source}: the ground truth exists only for the episode's own actions "
-                             f"(--actions episode); a block-world context renders any actions")
-        if self.episode_actions is None or n > len(self.episode_actions):
-            have = 0 if self.episode_actions is None else len(self.episode_actions)
-            raise ValueError(f"{self.source}: the episode has {have} frames after the context, {n} asked for")
-        return self.truth(n)
-
-
-def parse_context_spec(spec: str) -> tuple[str, str, int]:
-    """"kind:rest[:START]" or a bare path -> (kind, path-or-seed, start)."""
-    kinds = ("shard", "video", "png", "blockworld")
-    kind, sep, rest = spec.partition(":")
-    if not sep or kind not in kinds:
-        p = Path(spec)
-        suffix = p.suffix.lower()
-        kind = {".npz": "shard", ".mp4": "video", ".png": "png"}.get(suffix, "png" if p.is_dir() else "")
-        if not kind:
-            raise ValueError(f"context {spec!r}: use shard:PATH.npz[:START], video:PATH.mp4[:START], "
-                             f"png:A.png[,B.png...], png:DIR or blockworld:SEED")
-        rest = spec
-    start = 0
-    if kind in ("shard", "video"):
-        head, sep2, tail = rest.rpartition(":")
-        if sep2 and tail.strip().isdigit():
-            rest, start = head, int(tail)
-    if kind == "blockworld":
-        try:
-            int(rest.partition(":")[0])
-        except ValueError as e:
-            raise ValueError(f"context {spec!r}: blockworld:SEED[:BIOME] needs an integer seed") from e
-    return kind, rest, start
-
-
-def _fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from video_io import resize
-
-    return resize(np.ascontiguousarray(frame[..., :3]), size)
-
-
-def _shard_context(bundle: Bundle, path: Path, start: int, c: int, spec: str) -> Context:
-    if not path.is_file():
-        raise ValueError(f"{path}: shard not found")
-    meta_path = path.parent / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        schema = meta.get("action_schema_version")
-        if schema is not None and int(schema) != ACTION_SCHEMA_VERSION:
-            raise IncompatibleError(f"shard {path} (meta {meta_path}) stores actions of schema v{schema}, this "
-                                    f"code and world model {bundle.model_path} use v{ACTION_SCHEMA_VERSION}")
-        ident = meta.get("vqvae_identity")
-        if ident and ident != bundle.vqvae_identity:
-            raise IncompatibleError(f"shard {path} (meta {meta_path}) was encoded by VQ-VAE identity {ident}, "
-                                    f"but VQ-VAE {bundle.vqvae_path} is {bundle.vqvae_identity}")
-    try:
-        with np.load(path) as z:
-            tokens, actions = np.asarray(z["tokens"]), np.asarray(z["actions"], dtype=np.float32)
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable token shard ({e})") from e
-    if tokens.ndim != 3 or tuple(tokens.shape[1:]) != bundle.grid:
-        raise IncompatibleError(f"shard {path} holds {tuple(tokens.shape[1:])} token grids but VQ-VAE "
-                                f"{bundle.vqvae_path} uses {bundle.grid}")
-    if int(tokens.max()) >= bundle.codebook_size:
-        raise IncompatibleError(f"shard {path} holds code {int(tokens.max())}, beyond the {bundle.codebook_size} "
-                                f"codes of VQ-VAE {bundle.vqvae_path}")
-    if actions.shape != (tokens.shape[0] - 1, RAW_DIM):
-        raise ValueError(f"{path}: actions {actions.shape} do not match {tokens.shape[0]} frames")
-    if start < 0 or start + c > tokens.shape[0]:
-        raise ValueError(f"{path}: {c} context frames from {start} do not fit in {tokens.shape[0]} frames")
-    ctx_tokens = torch.from_numpy(tokens[start:start + c].astype(np.int64))
-    future_tokens = tokens[start + c:].astype(np.int64)  # [M, h, w], M = len(episode actions)
-    return Context(ctx_tokens, actions[start:start + c - 1], spec, episode_actions=actions[start + c - 1:],
-                   truth=lambda n: decode_tokens(bundle, future_tokens[:n]))
-
-
-def _gamefactory_actions(video: Path) -> tuple[np.ndarray | None, Path | None, dict[str, Any]]:
-    """Per-transition raw actions [F-1, 9] from a GameFactory JSON beside a video (entry str(i) produced
-    frame i), its path and its content; (None, None, {}) when there is none."""
-    for cand in (video.parent.parent / "metadata" / f"{video.stem}.json", video.with_suffix(".json")):
-        if cand.is_file():
-            try:
-                meta = json.loads(cand.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{cand}: not valid JSON ({e})") from e
-            acts = meta.get("actions") if isinstance(meta, dict) else None
-            if not isinstance(acts, dict):
-                raise ValueError(f"{cand}: no 'actions' dict")
-            try:
-                n = max(int(k) for k in acts) if acts else 0
-                raw = np.stack([from_gamefactory(acts[str(i)]) if str(i) in acts else noop()
-                                for i in range(1, n + 1)]) if n else noop(0)
-            except ValueError as e:
-                raise ValueError(f"{cand}: {e}") from e
-            return raw, cand, meta
-    return None, None, {}
-
-
-def _video_context(bundle: Bundle, path: Path, start: int, c: int, spec: str) -> Context:
-    from video_io import iter_frames, probe
-
-    info = probe(path)
-    frames = np.stack([_fit(f, bundle.frame_size) for f in iter_frames(path)])  # [F, H, W, 3]
-    if start < 0 or start + c > len(frames):
-        raise ValueError(f"{path}: {c} context frames from {start} do not fit in {len(frames)} frames")
-    if abs(info.fps - 16.0) > 0.5:
-        print(f"note: {path} runs at {info.fps:g} fps; the model's tick is 16 Hz", file=sys.stderr)
-    raw, meta_path, meta = _gamefactory_actions(path)
-    ctx_frames = frames[start:start + c]
-    future = frames[start + c:]
-    if raw is None:
-        return Context(encode_frames(bundle, ctx_frames), noop(c - 1), spec, frames=ctx_frames)
-    if len(raw) < len(frames) - 1:
-        raw = np.concatenate([raw, noop(len(frames) - 1 - len(raw))])
-    raw = validate_raw(raw, str(meta_path))
-    oracle = None
-    if "blockworld" in meta:
-        # An episode of blockworld.generate: the simulator replays it to the last context frame, and from
-        # there renders the truth of any action sequence.
-        from blockworld import episode_start
-        from blockworld import rollout as oracle_rollout
-        from blockworld.oracle import rollout_states
-
-        try:
-            world, state = episode_start(meta)
-        except ValueError as e:
-            raise ValueError(f"{meta_path}: {e}") from e
-        states = rollout_states(world, state, raw[:start + c - 1])
-        end = states[-1] if states else state
-        size = bundle.frame_size
-        oracle = lambda actions: oracle_rollout(world, end, np.asarray(actions, np.float32), size)  # noqa: E731
-    return Context(encode_frames(bundle, ctx_frames), raw[start:start + c - 1], spec,
-                   episode_actions=raw[start + c - 1:len(frames) - 1], truth=lambda n: future[:n],
-                   oracle=oracle, frames=ctx_frames)
-
-
-def _png_context(bundle: Bundle, rest: str, spec: str) -> Context:
-    import cv2
-
-    p = Path(rest)
-    paths = sorted(p.glob("*.png")) if p.is_dir() else [Path(x) for x in rest.split(",") if x]
-    if not paths:
-        raise ValueError(f"context {spec!r}: no PNG frames found")
-    frames = []
-    for fp in paths:
-        img = cv2.imread(str(fp), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"{fp}: not a readable image")
-        frames.append(_fit(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), bundle.frame_size))
-    arr = np.stack(frames)
-    return Context(encode_frames(bundle, arr), noop(len(arr) - 1), spec, frames=arr)
-
-
-def _blockworld_context(bundle: Bundle, rest: str, c: int, spec: str) -> Context:
-    from blockworld import World, render, step
-    from blockworld import rollout as oracle_rollout
-
-    seed_text, _, biome = rest.partition(":")
-    world = World(int(seed_text))
-    try:
-        state = world.spawn(int(seed_text), biome=biome or None)
-    except (ValueError, RuntimeError) as e:
-        raise ValueError(f"context {spec!r}: {e}") from e
-    size = bundle.frame_size
-    frames = [render(world, state, size=size)]
-    acts = noop(c - 1)
-    for a in acts:
-        state = step(world, state, a)
-        frames.append(render(world, state, size=size))
-    arr = np.stack(frames)  # [C, H, W, 3]
-    end_state = state
-    return Context(encode_frames(bundle, arr), acts, spec,
-                   oracle=lambda actions: oracle_rollout(world, end_state, np.asarray(actions, np.float32), size),
-                   frames=arr)
-
-
-def load_context(spec: str, bundle: Bundle, frames: int = 8) -> Context:
-    """Build the context a spec names (see the module docstring); `frames` is C for shards, videos and the
-    block world (PNG contexts use the frames given)."""
-    if frames < 1:
-        raise ValueError(f"context frames must be >= 1, got {frames}")
-    kind, rest, start = parse_context_spec(spec)
-    if kind == "shard":
-        return _shard_context(bundle, Path(rest), start, frames, spec)
-    if kind == "video":
-        return _video_context(bundle, Path(rest), start, frames, spec)
-    if kind == "png":
-        return _png_context(bundle, rest, spec)
-    return _blockworld_context(bundle, rest, frames, spec)
-
-
-def resolve_actions(spec: str, ctx: Context, frames: int, seed: int = 0) -> tuple[np.ndarray, bool]:
-    """--actions: "episode" (the context episode's own), a preset name ("a+b" combines), or a JSON/CSV script
-    -> (raw actions [N, 9], whether they are the episode's own). frames=0 means: as many as the source has
-    (all remaining episode actions, the whole script, or presets.DEFAULT_PRESET_FRAMES)."""
-    from presets import DEFAULT_PRESET_FRAMES, is_preset, load_action_script, preset_actions
-
-    if spec == "episode":
-        if ctx.episode_actions is None or len(ctx.episode_actions) == 0:
-            raise ValueError(f"{ctx.source}: this context has no episode actions after it; pass --actions "
-                             f"PRESET or a script")
-        have = len(ctx.episode_actions)
-        n = frames or have
-        if n > have:
-            raise ValueError(f"{ctx.source}: the episode has {have} actions after the context, {n} asked for")
-        return ctx.episode_actions[:n], True
-    if is_preset(spec):
-        return preset_actions(spec, frames or DEFAULT_PRESET_FRAMES, seed=seed), False
-    script = load_action_script(spec)
-    n = frames or len(script)
-    if n > len(script):
-        raise ValueError(f"{spec}: the script has {len(script)} steps, {n} frames asked for")
-    return script[:n], False
 
 
 def gflop_per_frame(bundle: Bundle) -> dict[str, float]:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from rollout import sync
+from devices import sync
 
 
 def times_ms(fn: Callable[[], Any], repeats: int, device: torch.device, warmup: int = 3) -> list[float]:

@@ -106,7 +106,8 @@ def bench_preset(name: str, cfg: LiveBenchConfig, threads: int) -> dict[str, Any
     from live_inference import LiveConfig, LiveSession, events_from_actions
     from model_convGru import analytic_step_flops
     from presets import preset_actions
-    from rollout import Context, gflop_per_frame, load_bundle
+    from contexts import Context
+    from rollout import gflop_per_frame, load_bundle
     from vq_vae.model import decoder_flops
 
     from actions import noop

@@ -158,7 +158,7 @@ def measure(cfg: BenchPreprocessConfig, tmp: Path) -> dict:
             report = preprocess.run(pp)
         t = report["totals"]
         whole.append(t["source_frames_per_s"])
-    enc = preprocess.TokenEncoder(vq_path, preprocess.resolve_device(cfg.device), cfg.batch_size, True, (128, 72))
+    enc = preprocess.TokenEncoder(vq_path, cfg.device, cfg.batch_size, True, (128, 72))
     n = 512 if enc.device.type == "cuda" else 96
     x = np.random.default_rng(0).integers(0, 256, (n, 72, 128, 3), dtype=np.uint8)
     enc(x[:8])  # warm-up

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 import ckpt_io  # noqa: E402
 from bench._common import SavedTensorMeter, times_ms  # noqa: E402
-from rollout import sync  # noqa: E402
+from devices import sync  # noqa: E402
 from config import main_config, parse_config  # noqa: E402
 
 

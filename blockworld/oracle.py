@@ -2,7 +2,7 @@
 re-create a generated episode's start from its metadata JSON."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -51,3 +51,19 @@ def episode_start(meta: Mapping[str, Any]) -> tuple[World, PlayerState]:
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"bad 'blockworld' section in metadata: {e}") from e
     return world, state
+
+
+def oracle_from(world: World, state: PlayerState, size: tuple[int, int] = DEFAULT_SIZE
+                ) -> Callable[[np.ndarray], np.ndarray]:
+    """raw actions [N, 9] -> the true frames uint8 [N, H, W, 3] from `state` (the frame after each action)."""
+    return lambda actions: rollout(world, state, np.asarray(actions, np.float32), size)
+
+
+def context_start(world: World, state: PlayerState, actions: np.ndarray, size: tuple[int, int] = DEFAULT_SIZE,
+                  render_frames: bool = True) -> tuple[np.ndarray | None, Callable[[np.ndarray], np.ndarray]]:
+    """Where a model's rollout starts in the block world: `state` stepped through the context's actions
+    [C-1, 9]. Returns the C context frames uint8 [C, H, W, 3] (None unless render_frames) and the oracle
+    from the last context frame (oracle_from)."""
+    states = [state] + rollout_states(world, state, actions)
+    frames = np.stack([render(world, s, size) for s in states]) if render_frames else None
+    return frames, oracle_from(world, states[-1], size)

@@ -16,7 +16,8 @@ from actions import RAW, ActionEncoding, from_live, make_raw
 from live_inference import (KEYMAP, InputAccumulator, LiveConfig, LiveSession, events_from_actions, load_script,
                             parse_event_script, raw_action_from_input, run)
 from presets import preset_actions
-from rollout import load_bundle, load_context
+from contexts import load_context
+from rollout import load_bundle
 from test_rollout import ROOT, tiny_pair  # noqa: F401  (tiny_pair is a fixture)
 from video_io import read_frames
 

@@ -1,5 +1,5 @@
-"""rollout.py and presets.py: presets, action scripts, sampling, checkpoint-only loading, compatibility checks,
-contexts and rollouts (tiny randomly initialised models saved to checkpoints in tmp_path)."""
+"""rollout.py, contexts.py and presets.py: presets, action scripts, sampling, checkpoint-only loading,
+compatibility checks, contexts and rollouts (tiny randomly initialised models saved to checkpoints in tmp_path)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,8 @@ import torch
 from actions import RAW, RAW_DIM, ActionEncoding
 from presets import (DEFAULT_PRESET_FRAMES, PRESET_NAMES, actions_to_entries, is_preset, load_action_script,
                      preset_actions)
-from rollout import (IncompatibleError, Rollout, Sampling, decode_tokens, load_bundle, load_context,
-                     parse_context_spec, resolve_actions, rollout_batch, sample_tokens)
+from contexts import load_context, parse_context_spec, resolve_actions
+from rollout import IncompatibleError, Rollout, Sampling, decode_tokens, load_bundle, rollout_batch, sample_tokens
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
