@@ -4,8 +4,11 @@ Two forms:
 - the *raw record*: float32[9] per step, what shards store, so the model encoding can change without
   re-preprocessing: camera change in degrees over the step (+yaw turns right, +pitch looks down) and,
   for each key, the fraction of the step it was held (0..1);
-- the *model encoding*: float32[15], yaw one-hot over 5 bins, pitch one-hot over 3 bins, W/A/S/D and
-  jump/sprint/sneak as (soft) multi-hot. Bin edges are configuration and travel with checkpoints.
+- the *model encoding*: float32[15], yaw over 5 bins, pitch over 3 bins, W/A/S/D and jump/sprint/sneak
+  as (soft) multi-hot. The camera is *graded* by default: the degrees are split linearly between the two
+  nearest bin centres, so 1 and 2.5 degrees per step (or any live mouse motion) encode differently and the
+  exact value can be read back; `camera="bins"` is the earlier one-hot encoding. Edges and centres are
+  configuration and travel with checkpoints.
 
 Converters from every source (GameFactory, MineRL v0, VPT, block world, live input) produce raw records.
 """
@@ -51,22 +54,38 @@ class ActionEncoding:
     """Bin edges of the model encoding, in degrees per step. Stored with every checkpoint."""
 
     yaw_edges: tuple[float, float, float, float] = (-4.0, -0.5, 0.5, 4.0)
-    """Yaw bin edges: below e0 hard left, e0..e1 left, e1..e2 none, e2..e3 right, above e3 hard right."""
+    """Yaw bin edges (camera="bins"): below e0 hard left, e0..e1 left, e1..e2 none, e2..e3 right, above e3
+    hard right."""
     pitch_edges: tuple[float, float] = (-0.5, 0.5)
-    """Pitch bin edges: below e0 up, e0..e1 none, above e1 down (+pitch looks down)."""
+    """Pitch bin edges (camera="bins"): below e0 up, e0..e1 none, above e1 down (+pitch looks down)."""
+    camera: str = "graded"
+    """graded: degrees split linearly between the two nearest centres (continuous); bins: one-hot by edges."""
+    yaw_centres: tuple[float, float, float, float, float] = (-10.0, -2.5, 0.0, 2.5, 10.0)
+    """Degrees per step that each yaw slot stands for (camera="graded"); beyond the outer ones it saturates."""
+    pitch_centres: tuple[float, float, float] = (-6.0, 0.0, 6.0)
+    """Degrees per step that each pitch slot stands for (camera="graded")."""
 
     def __post_init__(self) -> None:
-        for name, edges, n in (("yaw_edges", self.yaw_edges, 4), ("pitch_edges", self.pitch_edges, 2)):
+        for name, edges, n in (("yaw_edges", self.yaw_edges, 4), ("pitch_edges", self.pitch_edges, 2),
+                               ("yaw_centres", self.yaw_centres, 5), ("pitch_centres", self.pitch_centres, 3)):
             if len(edges) != n or any(b <= a for a, b in zip(edges, edges[1:])):
                 raise ValueError(f"ActionEncoding.{name} must be {n} increasing numbers, got {edges}")
+        if self.camera not in ("graded", "bins"):
+            raise ValueError(f"ActionEncoding.camera must be 'graded' or 'bins', got {self.camera!r}")
+        if self.yaw_centres[YAW_NONE_BIN] != 0.0 or self.pitch_centres[PITCH_NONE_BIN] != 0.0:
+            raise ValueError("ActionEncoding: the middle yaw and pitch centres must be 0 (no turn)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) for k, v in asdict(self).items()}
+        return {k: (v if isinstance(v, str) else list(v)) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ActionEncoding":
-        return cls(yaw_edges=tuple(float(x) for x in d["yaw_edges"]),
-                   pitch_edges=tuple(float(x) for x in d["pitch_edges"]))
+        # Checkpoints written before the graded camera existed used one-hot bins.
+        kw: dict[str, Any] = {"camera": str(d.get("camera", "bins"))}
+        for name in ("yaw_edges", "pitch_edges", "yaw_centres", "pitch_centres"):
+            if name in d:
+                kw[name] = tuple(float(x) for x in d[name])
+        return cls(**kw)
 
     def encode(self, raw: np.ndarray) -> np.ndarray:
         """raw [..., 9] -> encoded [..., 15] float32."""
@@ -74,6 +93,13 @@ class ActionEncoding:
         if raw.shape[-1] != RAW_DIM:
             raise ValueError(f"raw actions must have last dim {RAW_DIM}, got shape {raw.shape}")
         out = np.zeros(raw.shape[:-1] + (ENC_DIM,), dtype=np.float32)
+        keys = np.clip(raw[..., [RAW["forward"], RAW["left"], RAW["back"], RAW["right"],
+                                 RAW["jump"], RAW["sprint"], RAW["sneak"]]], 0.0, 1.0)
+        out[..., KEYS_SLICE] = keys
+        if self.camera == "graded":
+            out[..., YAW_SLICE] = _interpolation_weights(raw[..., RAW["yaw_deg"]], self.yaw_centres)
+            out[..., PITCH_SLICE] = _interpolation_weights(raw[..., RAW["pitch_deg"]], self.pitch_centres)
+            return out
         # np.digitize bins are half-open [e_i, e_i+1); the none-bin is made closed on both sides so that
         # a tiny symmetric jitter around zero is never read as a turn in one direction only.
         yaw_bin = np.digitize(raw[..., RAW["yaw_deg"]], self.yaw_edges, right=False)
@@ -85,9 +111,6 @@ class ActionEncoding:
                              PITCH_NONE_BIN, pitch_bin)
         np.put_along_axis(out, yaw_bin[..., None].astype(np.int64), 1.0, axis=-1)
         np.put_along_axis(out, (PITCH_SLICE.start + pitch_bin[..., None]).astype(np.int64), 1.0, axis=-1)
-        keys = np.clip(raw[..., [RAW["forward"], RAW["left"], RAW["back"], RAW["right"],
-                                 RAW["jump"], RAW["sprint"], RAW["sneak"]]], 0.0, 1.0)
-        out[..., KEYS_SLICE] = keys
         return out
 
     def bin_centres(self) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +121,20 @@ class ActionEncoding:
         p = self.pitch_edges
         pitch = np.array([p[0] * 4, 0.0, p[1] * 4], np.float32)
         return yaw, pitch
+
+
+def _interpolation_weights(value: np.ndarray, centres: Sequence[float]) -> np.ndarray:
+    """value [...] -> weights [..., len(centres)]: the value split linearly between its two nearest
+    centres (weights sum to 1, sum(w * centres) == value inside the range; saturates outside it)."""
+    c = np.asarray(centres, dtype=np.float32)
+    v = np.clip(np.asarray(value, dtype=np.float32), c[0], c[-1])
+    hi = np.clip(np.searchsorted(c, v, side="right"), 1, len(c) - 1)  # upper centre index
+    lo = hi - 1
+    frac = (v - c[lo]) / (c[hi] - c[lo])
+    out = np.zeros(v.shape + (len(c),), dtype=np.float32)
+    np.put_along_axis(out, lo[..., None], (1.0 - frac)[..., None], axis=-1)
+    np.put_along_axis(out, hi[..., None], frac[..., None], axis=-1)
+    return out
 
 
 DEFAULT_ENCODING = ActionEncoding()

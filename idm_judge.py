@@ -22,7 +22,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -175,8 +175,9 @@ class JudgeNet(nn.Module):
 # ----------------------------------------------------------------------------- targets and scoring
 
 def targets(raw_actions: np.ndarray, encoding: ActionEncoding) -> dict[str, np.ndarray]:
-    """Raw actions [N, 9] -> yaw bin [N], pitch bin [N] (int64) and keys held [N, 7] (bool)."""
-    enc = encoding.encode(np.asarray(raw_actions, np.float32).reshape(-1, 9))
+    """Raw actions [N, 9] -> yaw bin [N], pitch bin [N] (int64) and keys held [N, 7] (bool). The classes are
+    always the encoding's bins (by edges), also for a model fed the graded camera."""
+    enc = replace(encoding, camera="bins").encode(np.asarray(raw_actions, np.float32).reshape(-1, 9))
     return {"yaw": enc[:, YAW_SLICE].argmax(1).astype(np.int64),
             "pitch": enc[:, PITCH_SLICE].argmax(1).astype(np.int64),
             "keys": enc[:, KEYS_SLICE] >= 0.5}

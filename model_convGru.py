@@ -25,11 +25,13 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from actions import CAMERA_SLICE, ENC_DIM, KEYS_SLICE, PITCH_SLICE, YAW_SLICE
+import motion
+from actions import CAMERA_SLICE, ENC_DIM, KEYS_SLICE
 
 State = dict[str, torch.Tensor]
 
@@ -68,6 +70,9 @@ class ModelArchConfig:
     """Width of the inverse-dynamics MLP."""
     init_from_codebook: bool = True
     """Initialise the token embedding and the output embedding from the VQ-VAE codebook."""
+    copy_prior: float = 4.0
+    """Initial weight (logits, learned) of the motion path's prior: the previous frame warped by the action's
+    calibrated motion (motion.py). 0 = no motion path: the earlier FiLM-only design."""
 
 
 @dataclass
@@ -84,6 +89,9 @@ class WorldModelConfig(ModelArchConfig):
     """Token grid columns (from the VQ-VAE)."""
     action_dim: int = ENC_DIM
     """Width of the encoded action (actions.ENC_DIM)."""
+    motion_coef: tuple[float, ...] = tuple(motion.zero_coefficients())
+    """Motion per encoded action dimension, flattened [3, action_dim] (motion.MOTION_ROWS), calibrated from
+    the training data by motion.calibrate (never chosen by hand)."""
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 != 1:
@@ -95,10 +103,15 @@ class WorldModelConfig(ModelArchConfig):
         if self.action_dim != ENC_DIM:
             raise ValueError(f"action_dim must be {ENC_DIM} (actions.ENC_DIM), got {self.action_dim}")
         self.attn_pool = tuple(self.attn_pool)  # type: ignore[assignment]
+        self.motion_coef = tuple(float(x) for x in self.motion_coef)
+        if len(self.motion_coef) != len(motion.MOTION_ROWS) * ENC_DIM:
+            raise ValueError(f"motion_coef needs {len(motion.MOTION_ROWS) * ENC_DIM} values, "
+                             f"got {len(self.motion_coef)}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["attn_pool"] = list(self.attn_pool)
+        d["motion_coef"] = list(self.motion_coef)
         return d
 
     @classmethod
@@ -108,15 +121,18 @@ class WorldModelConfig(ModelArchConfig):
         if unknown:
             raise ValueError(f"unknown WorldModelConfig keys {sorted(unknown)}")
         kw = dict(d)
+        kw.setdefault("copy_prior", 0.0)  # checkpoints from before the motion path had none
         if "attn_pool" in kw:
             kw["attn_pool"] = tuple(kw["attn_pool"])
         return cls(**kw)
 
     @classmethod
-    def from_arch(cls, arch: Any, *, codebook_size: int, code_dim: int, grid: tuple[int, int]
-                  ) -> "WorldModelConfig":
+    def from_arch(cls, arch: Any, *, codebook_size: int, code_dim: int, grid: tuple[int, int],
+                  motion_coef: Any = None) -> "WorldModelConfig":
         """Architecture fields taken from any object that has them (e.g. train.py's TrainConfig)."""
         kw = {f.name: getattr(arch, f.name) for f in fields(ModelArchConfig)}
+        if motion_coef is not None:
+            kw["motion_coef"] = tuple(float(x) for x in np.asarray(motion_coef).reshape(-1))
         return cls(**kw, codebook_size=int(codebook_size), code_dim=int(code_dim),
                    grid_h=int(grid[0]), grid_w=int(grid[1]))
 
@@ -323,6 +339,12 @@ class WorldModel(nn.Module):
         else:
             self.head = nn.Conv2d(hd, k, 1)
         self.idm = InverseDynamicsHead(hd, cfg.idm_hidden, cfg.idm_max_span)
+        self.motion = cfg.copy_prior > 0
+        if self.motion:
+            self.copy_logit = nn.Parameter(torch.tensor(float(cfg.copy_prior)))
+            coef = torch.tensor(cfg.motion_coef, dtype=torch.float32).view(len(motion.MOTION_ROWS), ENC_DIM)
+            # A buffer, so it moves with the model's device; its value is the config's (saved there).
+            self.register_buffer("motion_coef", coef, persistent=False)
         if codebook is not None and cfg.init_from_codebook:
             self.init_from_codebook(codebook)
         # Channels-last throughout: the token embedding already comes out that way, and torch's CPU
@@ -365,15 +387,14 @@ class WorldModel(nn.Module):
             st["mem_kv"] = torch.zeros(batch_size, c.attn_ctx, self.attn.tokens, 2 * c.attn_dim,
                                        device=device, dtype=dtype)
             st["mem_valid"] = torch.zeros(batch_size, c.attn_ctx, device=device, dtype=dtype)
+        if self.motion:
+            # Motion not yet applied, in tokens (always fp32: it accumulates over the whole rollout).
+            st["motion_res"] = torch.zeros(batch_size, 2, c.grid_h, c.grid_w, device=device)
         return st
 
     @staticmethod
     def detach_state(state: State) -> State:
         return {k: v.detach() for k, v in state.items()}
-
-    def film_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the action pathway (they get their own learning-rate multiplier)."""
-        return list(self.film.parameters())
 
     def top_hidden(self, state: State) -> torch.Tensor:
         """The last GRU layer's hidden state [B, H, gh, gw] (what the IDM reads)."""
@@ -381,11 +402,14 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------------ computation
 
-    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [..., gh, gw] int64 -> [..., E, gh, gw]."""
+    def check_grid(self, tokens: torch.Tensor) -> None:
         c = self.cfg
         if tokens.shape[-2:] != (c.grid_h, c.grid_w):
             raise ValueError(f"token grid {tuple(tokens.shape[-2:])} != model grid ({c.grid_h}, {c.grid_w})")
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [..., gh, gw] int64 -> [..., E, gh, gw]."""
+        self.check_grid(tokens)
         x = self.embed(tokens)  # [..., gh, gw, E]
         return x.movedim(-1, -3)  # [..., E, gh, gw]
 
@@ -427,16 +451,37 @@ class WorldModel(nn.Module):
         logits = torch.addmm(self.out_bias.to(p.dtype), flat, self.out_embed.to(p.dtype).t())  # [B*gh*gw, K]
         return logits.view(b, gh, gw, -1).movedim(-1, 1)  # [B, K, gh, gw], codes-last in memory
 
+    def warp(self, tokens: torch.Tensor, action: torch.Tensor, state: State
+             ) -> tuple[torch.Tensor, State]:
+        """The motion path: frame t's tokens [B, gh, gw] and the recurrent state moved by action t's
+        calibrated motion (whole tokens; the remainder carried in state["motion_res"]). Identity without
+        a motion path."""
+        self.check_grid(tokens)
+        if not self.motion:
+            return tokens, state
+        disp = motion.displacement(self.motion_coef, action.float(), tokens.shape[-2:])  # [B, 2, gh, gw]
+        src, res = motion.warp_sources(state["motion_res"], disp)
+        new = {k: (motion.gather_map(v, src) if k.startswith("h") else v) for k, v in state.items()}
+        new["motion_res"] = res
+        return motion.gather_tokens(tokens, src), new
+
+    def add_copy_prior(self, logits: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
+        """logits [B, K, gh, gw] + copy_logit on each position's warped previous code."""
+        if not self.motion:
+            return logits
+        bump = self.copy_logit.to(logits.dtype).expand(warped[:, None].shape)  # [B, 1, gh, gw]
+        return logits.scatter_add(1, warped[:, None], bump)
+
     def step(self, tokens: torch.Tensor, action: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """tokens [B, gh, gw] int64 (frame t), action [B, 15] (action t) -> (logits [B, K, gh, gw] for
         frame t+1, new state)."""
-        return self.step_embedded(self.embed_tokens(tokens), action, state)
-
-    def step_embedded(self, x: torch.Tensor, action: torch.Tensor, state: State
-                      ) -> tuple[torch.Tensor, State]:
-        """Like step, from an already embedded frame x [B, E, gh, gw]."""
+        warped, state = self.warp(tokens, action, state)
+        x = self.embed_tokens(warped)
         film = self.film_params(action)
-        return self._core(self._layer0_proj(x, *film[0]), x, film, state)
+        logits, new = self._core(self._layer0_proj(x, *film[0]), x, film, state)
+        if self.motion:
+            new["motion_res"] = state["motion_res"]
+        return self.add_copy_prior(logits, warped), new
 
     def forward_sequence(self, tokens: torch.Tensor, actions: torch.Tensor, state: State | None = None
                          ) -> tuple[torch.Tensor, State]:
@@ -448,6 +493,8 @@ class WorldModel(nn.Module):
             raise ValueError(f"actions {tuple(actions.shape)} do not match tokens {tuple(tokens.shape)}")
         if state is None:
             state = self.init_state(b, tokens.device)
+        if self.motion:  # the warp depends only on the actions: the state's warp is replayed in the loop
+            return self._unrolled(tokens, actions, state)
         x = self.embed_tokens(tokens.flatten(0, 1))  # [B*T, E, gh, gw]
         film = self.film_params(actions.flatten(0, 1))  # per layer ([B*T, C], [B*T, C])
         xp0 = self._layer0_proj(x, *film[0])  # [B*T, 3H, gh, gw]
@@ -457,6 +504,14 @@ class WorldModel(nn.Module):
         outs = []
         for i in range(t):
             logits, state = self._core(xp0[:, i], x[:, i], [(g[:, i], be[:, i]) for g, be in film_bt], state)
+            outs.append(logits)
+        return torch.stack(outs, dim=1), state
+
+    def _unrolled(self, tokens: torch.Tensor, actions: torch.Tensor, state: State
+                  ) -> tuple[torch.Tensor, State]:
+        outs = []
+        for i in range(tokens.shape[1]):
+            logits, state = self.step(tokens[:, i], actions[:, i], state)
             outs.append(logits)
         return torch.stack(outs, dim=1), state
 

@@ -36,8 +36,9 @@ import torch
 
 import ckpt_io
 import config as config_mod
+import motion
 import train_diagnostics
-from actions import ActionEncoding
+from actions import ENC_FIELDS, ActionEncoding, make_raw
 from curriculum import BrakeState, CurriculumConfig, brake_update, check_window, initial_brake, lr_factor
 from devices import PhaseTimer, amp_settings, autocast, resolve_device
 from model_convGru import ModelArchConfig, WorldModel, WorldModelConfig, check_vqvae_compat, param_groups
@@ -87,6 +88,10 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     """Yaw bin edges of the action encoding in degrees per step (actions.ActionEncoding; stored in exports)."""
     pitch_edges: tuple[float, ...] = (-0.5, 0.5)
     """Pitch bin edges of the action encoding in degrees per step."""
+    camera_encoding: Literal["graded", "bins"] = "graded"
+    """Camera input: graded (degrees split between bin centres, continuous) or bins (one-hot by edges)."""
+    motion_pairs: int = 1200
+    """Training transitions the motion path is calibrated on before step 0 (with copy_prior > 0)."""
     lr: float = 1e-3
     """Peak learning rate (AdamW)."""
     weight_decay: float = 0.01
@@ -229,14 +234,15 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, vqvae: Any, vqvae_path: str, vqvae_ident: str,
                  encoding: ActionEncoding, device: torch.device, dist: Dist = Dist(),
-                 lpips_net: Any = None) -> None:
+                 lpips_net: Any = None, motion_coef: np.ndarray | None = None) -> None:
         self.cfg, self.device, self.dist, self.encoding = cfg, device, dist, encoding
         self.vqvae = vqvae.to(device).eval()
         for p in self.vqvae.parameters():
             p.requires_grad_(False)
         self.vqvae_path, self.vqvae_ident = vqvae_path, vqvae_ident
         self.model_cfg = WorldModelConfig.from_arch(cfg, codebook_size=vqvae.codebook_size,
-                                                    code_dim=vqvae.code_dim, grid=tuple(vqvae.grid))
+                                                    code_dim=vqvae.code_dim, grid=tuple(vqvae.grid),
+                                                    motion_coef=motion_coef)
         check_vqvae_compat(self.model_cfg, vqvae, vqvae_path)
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(self.model_cfg, codebook=vqvae.codebook).to(device)
@@ -472,6 +478,39 @@ def _loader(dataset: Any, sampler: Any, workers: int, device: torch.device):
                       persistent_workers=workers > 0)
 
 
+def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncoding, vqvae: Any,
+                     verbose: bool) -> np.ndarray:
+    """The motion path's coefficients [3, 15] (motion.calibrate) from `cfg.motion_pairs` transitions of the
+    training files, drawn with cfg.seed, decoded by the VQ-VAE."""
+    from dataset import TokenWindowDataset
+
+    pairs_ds = TokenWindowDataset(cfg.data, 2, encoding, files=files)
+    rng = np.random.default_rng(cfg.seed)
+    idx = rng.choice(len(pairs_ds), size=min(cfg.motion_pairs, len(pairs_ds)), replace=False)
+    items = [pairs_ds[int(i)] for i in idx]
+    pairs = [(it["tokens"][0].numpy(), it["tokens"][1].numpy(), it["actions"][0].numpy()) for it in items]
+    walk = [ENC_FIELDS.index("W"), ENC_FIELDS.index("S")]
+
+    @torch.no_grad()
+    def decode(tokens: np.ndarray) -> np.ndarray:
+        dev = next(vqvae.parameters()).device
+        return np.concatenate([vqvae.to_uint8(vqvae.decode_code(torch.from_numpy(tokens[i:i + 64]).to(dev)))
+                               for i in range(0, len(tokens), 64)])
+
+    gh, gw = vqvae.grid
+    frame_h, frame_w = decode(pairs[0][0][None]).shape[1:3]
+    coef, stats = motion.calibrate(pairs, decode, (frame_w / gw, frame_h / gh),
+                                   lambda e: bool((e[walk] >= 0.5).any()))
+    if verbose:
+        yaw = coef[:2] @ encoding.encode(make_raw(yaw_deg=4.0))
+        pitch = coef[:2] @ encoding.encode(make_raw(pitch_deg=3.0))
+        zoom = coef[2] @ encoding.encode(make_raw(forward=1.0))
+        print(f"motion calibration on {len(pairs)} transitions: yaw +4 deg moves the picture "
+              f"{yaw[0]:+.2f} tokens, pitch +3 deg {pitch[1]:+.2f} tokens, W zooms {zoom:+.3f} per step "
+              f"(median error {stats['median_abs_error_px']:.2f} px)", file=sys.stderr)
+    return coef
+
+
 def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", dict[str, float]], None] | None = None
         ) -> dict[str, Any]:
     """Train per `cfg` until max_steps (or a stop signal). Returns a summary (final step, last metrics,
@@ -501,15 +540,14 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
     ident = vqvae_identity(cfg.vqvae)
     meta = read_meta(cfg.data)
     _check_data_meta(meta, cfg.data, vqvae, cfg.vqvae, ident)
-    encoding = ActionEncoding(yaw_edges=tuple(cfg.yaw_edges), pitch_edges=tuple(cfg.pitch_edges))
+    encoding = ActionEncoding(yaw_edges=tuple(cfg.yaw_edges), pitch_edges=tuple(cfg.pitch_edges),
+                              camera=cfg.camera_encoding)
     train_files, val_files = split_files(cfg.data, cfg.val_fraction, seed=cfg.seed)
     train_ds = TokenWindowDataset(cfg.data, cfg.seq_len, encoding, files=train_files, seed=cfg.seed)
     sampler = train_ds.sampler(cfg.batch_size, seed=cfg.seed, rank=dist.rank, world_size=dist.world)
 
-    trainer = Trainer(cfg, vqvae, cfg.vqvae, ident, encoding, device, dist, lpips_net=lpips_net)
-    run_id = f"{files.root.name}-{int(time.time())}"
+    rec = None
     if cfg.resume and existing:
-        rec = None
         for path in reversed(existing):  # newest readable state; a damaged newest falls back to older
             try:
                 rec = ckpt_io.load_checkpoint(path, TRAIN_STATE_KIND, TRAIN_STATE_FORMAT_VERSION)
@@ -518,6 +556,16 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
                 print(f"warning: {e}; trying an older checkpoint", file=sys.stderr)
         if rec is None:
             raise TrainingError(f"{files.ckpt_dir}: no readable training state to resume from")
+    if rec is not None:  # the motion calibration is part of the model: a resumed run keeps its own
+        coef = rec["model_config"].get("motion_coef")
+    elif cfg.copy_prior > 0:
+        coef = calibrate_motion(cfg, train_files, encoding, vqvae, dist.main)
+    else:
+        coef = None
+    trainer = Trainer(cfg, vqvae, cfg.vqvae, ident, encoding, device, dist, lpips_net=lpips_net,
+                      motion_coef=coef)
+    run_id = f"{files.root.name}-{int(time.time())}"
+    if rec is not None:
         trainer.load_state_dict(rec, path)
         sampler.load_state_dict(rec["sampler"])
         run_id = rec.get("wandb_run_id", run_id)

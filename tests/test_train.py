@@ -379,7 +379,8 @@ def test_tiny_run_lowers_the_loss(setup, lpips_net, tmp_path):
     after = out["trainer"].validate([fixed])
     assert out["step"] == 30
     assert after["val/loss_teacher"] < before["val/loss_teacher"] - 0.2, (before, after)
-    assert after["val/token_acc_ar"] > 2 * before["val/token_acc_ar"] + 0.05, (before, after)
+    # The untrained model already copies (the motion path's prior); training must at least halve the errors.
+    assert 1 - after["val/token_acc_ar"] < 0.5 * (1 - before["val/token_acc_ar"]), (before, after)
 
 
 def test_mismatched_vqvae_is_refused_naming_the_files(setup, lpips_net, tmp_path):

@@ -1,0 +1,129 @@
+"""The world model's motion path: a global image motion per step (translation plus zoom about the centre)
+that is a linear function of the encoded action, calibrated from the training data, and the integer token
+warp that applies it.
+
+Why: a camera turn of 1 degree moves the picture about a quarter of a token, so the tokens of the next frame
+are mostly *moved* tokens of this one. FiLM only rescales channels; learning to move content through a
+ConvGRU took thousands of steps even on clean codes (controllability notes). Here the model's copy prior is
+the previous frame warped by the action's motion, so turning, looking and walking move the picture from the
+first step, and the network learns what the warp cannot explain (new content, parallax, jumps).
+
+Nothing is hard-coded to a field of view: `calibrate` measures the motion of decoded frames (phase
+correlation for translation, optical flow for zoom) on training transitions and fits, robustly, how many
+tokens each encoded action dimension moves the picture. The coefficients are stored in the model config,
+so they travel with every checkpoint.
+
+The warp moves whole tokens (a sub-token blend of two codes is not a code). The part of the motion not yet
+applied is carried in the recurrent state (`residual`, in tokens), so a slow turn moves the picture one
+token every few steps at the right average rate.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+import metrics as M
+from actions import ENC_DIM, PITCH_NONE_BIN, PITCH_SLICE, YAW_NONE_BIN, YAW_SLICE
+
+MOTION_ROWS = ("dx", "dy", "zoom")
+"""Rows of the coefficient matrix [3, ENC_DIM]: content shift right and down in tokens per step, and the
+zoom (fractional expansion about the centre) per step, each per unit of an encoded action dimension."""
+
+# The "no turn" slots carry no motion, so a no-op action moves nothing (no idle drift from a fitted offset).
+_STILL_COLUMNS = (YAW_SLICE.start + YAW_NONE_BIN, PITCH_SLICE.start + PITCH_NONE_BIN)
+
+
+def zero_coefficients() -> list[float]:
+    """The coefficients of a model without a motion path (flattened [3, ENC_DIM])."""
+    return [0.0] * (len(MOTION_ROWS) * ENC_DIM)
+
+
+def robust_fit(x: np.ndarray, y: np.ndarray, iters: int = 10, scale: float = 0.5) -> np.ndarray:
+    """Least absolute deviation fit of y [N] on x [N, F] through the origin, by iteratively reweighted
+    least squares (weights 1 / max(|residual|, scale)). Phase correlation fails now and then on a frame
+    pair (a jump, a tree entering the view) with errors of many pixels; a squared loss lets those few
+    outliers shrink the slope by 10-20%."""
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    for _ in range(iters):
+        w = np.sqrt(1.0 / np.maximum(np.abs(y - x @ coef), scale))
+        coef = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
+    return coef
+
+
+def fit_coefficients(enc: np.ndarray, shift_px: np.ndarray, expansion: np.ndarray,
+                     token_px: tuple[float, float]) -> np.ndarray:
+    """Encoded actions [N, 15], measured content shift [N, 2] (px, +x right, +y down), zoom [N] (NaN where
+    not measured) and the token size (px_x, px_y) -> coefficients [3, 15] (see MOTION_ROWS)."""
+    cols = [c for c in range(ENC_DIM) if c not in _STILL_COLUMNS]
+    x = enc[:, cols].astype(np.float64)
+    out = np.zeros((len(MOTION_ROWS), ENC_DIM))
+    for row, px in ((0, token_px[0]), (1, token_px[1])):
+        out[row, cols] = robust_fit(x, shift_px[:, row] / px)
+    ok = np.isfinite(expansion)
+    if ok.sum() >= len(cols):
+        out[2, cols] = robust_fit(x[ok], expansion[ok], scale=0.002)
+    return out
+
+
+def calibrate(pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+              decode: Callable[[np.ndarray], np.ndarray], token_px: tuple[float, float],
+              zoom_when: Callable[[np.ndarray], bool]) -> tuple[np.ndarray, dict[str, float]]:
+    """Fit the motion coefficients on transitions (tokens_t [h, w], tokens_t+1 [h, w], encoded action
+    [15]). `decode` maps tokens [N, h, w] to frames uint8 [N, H, W, 3]; `zoom_when(enc)` says whether a
+    transition's zoom is worth measuring (optical flow is slow; only walking zooms). Returns (coefficients
+    [3, 15], fit statistics)."""
+    a = np.stack([p[0] for p in pairs])
+    b = np.stack([p[1] for p in pairs])
+    enc = np.stack([p[2] for p in pairs]).astype(np.float64)
+    fa, fb = decode(a), decode(b)
+    shift = np.array([M.image_shift(fa[i], fb[i]) for i in range(len(pairs))])  # [N, 2]
+    zoom = np.array([M.radial_expansion(fa[i], fb[i]) if zoom_when(enc[i]) else np.nan
+                     for i in range(len(pairs))])
+    coef = fit_coefficients(enc, shift, zoom, token_px)
+    pred = enc @ coef[:2].T * np.asarray(token_px)  # [N, 2] px
+    stats = {"pairs": float(len(pairs)), "zoom_pairs": float(np.isfinite(zoom).sum()),
+             "median_abs_error_px": float(np.median(np.abs(shift - pred))),
+             "median_abs_shift_px": float(np.median(np.abs(shift)))}
+    return coef, stats
+
+
+def displacement(coef: torch.Tensor, action: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """coef [3, 15], action [B, 15] -> content displacement [B, 2, gh, gw] in tokens (x, y) this step."""
+    gh, gw = grid
+    coef = coef.to(action.dtype)
+    shift = action @ coef[:2].t()  # [B, 2]
+    zoom = action @ coef[2]  # [B]
+    ys = torch.arange(gh, device=action.device, dtype=action.dtype) - (gh - 1) / 2
+    xs = torch.arange(gw, device=action.device, dtype=action.dtype) - (gw - 1) / 2
+    offset = torch.stack([xs[None, :].expand(gh, gw), ys[:, None].expand(gh, gw)])  # [2, gh, gw]
+    return shift[:, :, None, None] + zoom[:, None, None, None] * offset[None]
+
+
+def warp_sources(residual: torch.Tensor, disp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual [B, 2, gh, gw] (motion not yet applied) + this step's displacement -> (flat source index
+    [B, gh*gw] of every output token, new residual). Content moves by whole tokens; the border repeats the
+    edge token, which the network overwrites with what enters the view."""
+    b, _, gh, gw = residual.shape
+    total = residual + disp
+    moved = torch.floor(total + 0.5)
+    ys = torch.arange(gh, device=disp.device)[:, None].expand(gh, gw)
+    xs = torch.arange(gw, device=disp.device)[None, :].expand(gh, gw)
+    src_x = (xs[None] - moved[:, 0].long()).clamp(0, gw - 1)  # [B, gh, gw]
+    src_y = (ys[None] - moved[:, 1].long()).clamp(0, gh - 1)
+    return (src_y * gw + src_x).reshape(b, gh * gw), total - moved  # [B, gh*gw]
+
+
+def gather_tokens(tokens: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """tokens [B, gh, gw], flat sources [B, gh*gw] -> warped tokens [B, gh, gw]."""
+    return tokens.flatten(1).gather(1, src).view_as(tokens)  # [B, gh*gw] -> [B, gh, gw]
+
+
+def gather_map(x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """Feature map [B, C, gh, gw], flat sources [B, gh*gw] -> warped map [B, C, gh, gw] (same layout)."""
+    b, c, gh, gw = x.shape
+    flat = x.flatten(2)  # [B, C, gh*gw]
+    out = flat.gather(2, src[:, None, :].expand(b, c, gh * gw)).view(b, c, gh, gw)  # [B, C, gh, gw]
+    return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
+        memory_format=torch.channels_last) and c > 1 else out

@@ -1,0 +1,148 @@
+"""The motion path (motion.py + WorldModel.warp): calibration from data, the token warp, and a tiny model
+trained on a synthetic world where the action alone decides the motion."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import motion
+from actions import ENC_DIM, ActionEncoding, make_raw
+from model_convGru import WorldModel, WorldModelConfig
+
+ENC = ActionEncoding()
+GRID = (6, 8)
+K = 16
+TOKEN_PX = 4
+
+
+def coef_for(dx_per_yaw_deg: float, dy_per_pitch_deg: float) -> torch.Tensor:
+    """Coefficients [3, 15] of a pure camera motion in tokens per degree, written in the graded encoding."""
+    c = np.zeros((3, ENC_DIM))
+    c[0, 0:5] = np.array(ENC.yaw_centres) * dx_per_yaw_deg
+    c[1, 5:8] = np.array(ENC.pitch_centres) * dy_per_pitch_deg
+    return torch.tensor(c, dtype=torch.float32)
+
+
+def enc(**kw: float) -> torch.Tensor:
+    return torch.from_numpy(ENC.encode(make_raw(**kw)))[None]  # [1, 15]
+
+
+def test_robust_fit_recovers_coefficients_despite_outliers():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5))
+    true = np.array([0.5, -1.0, 0.0, 2.0, 0.25])
+    y = x @ true + rng.normal(scale=0.05, size=400)
+    y[:20] += rng.normal(scale=30.0, size=20)  # phase-correlation failures
+    np.testing.assert_allclose(motion.robust_fit(x, y), true, atol=0.05)
+    assert np.abs(np.linalg.lstsq(x, y, rcond=None)[0] - true).max() > 0.1
+
+
+def test_noop_never_moves_and_turns_move_whole_tokens_at_the_average_rate():
+    coef = coef_for(-0.25, -0.25)  # a quarter token per degree, content against the turn
+    tokens = torch.arange(48).view(1, *GRID)
+    res = torch.zeros(1, 2, *GRID)
+    for _ in range(10):
+        src, res = motion.warp_sources(res, motion.displacement(coef, enc(), GRID))
+        assert torch.equal(motion.gather_tokens(tokens, src), tokens)
+    # 1 degree per step: the picture moves one token every 4 steps, to the left for a right turn.
+    res = torch.zeros(1, 2, *GRID)
+    cur = tokens
+    moved = 0
+    for _ in range(8):
+        src, res = motion.warp_sources(res, motion.displacement(coef, enc(yaw_deg=1.0), GRID))
+        nxt = motion.gather_tokens(cur, src)
+        moved += int(not torch.equal(nxt, cur))
+        cur = nxt
+    assert moved == 2
+    assert torch.equal(cur[0, :, :-2], tokens[0, :, 2:])  # two columns to the left, edge repeated
+    assert torch.equal(cur[0, :, -1], tokens[0, :, -1])
+
+
+def test_zoom_moves_the_border_outwards_and_keeps_the_centre():
+    coef = torch.zeros(3, ENC_DIM)
+    coef[2, 8] = 0.2  # W zooms in by 20% per step
+    src, _ = motion.warp_sources(torch.zeros(1, 2, 7, 9), motion.displacement(coef, enc(forward=1), (7, 9)))
+    tokens = torch.arange(63).view(1, 7, 9)
+    out = motion.gather_tokens(tokens, src)
+    assert out[0, 3, 4] == tokens[0, 3, 4]
+    assert out[0, 3, 0] == tokens[0, 3, 1] and out[0, 3, 8] == tokens[0, 3, 7]
+
+
+# ----------------------------------------------------------------------------- synthetic world
+
+def make_world(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A random code map [40, 40] and a random 4x4 pixel pattern per code [K, 4, 4]."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, K, size=(40, 40)), rng.integers(0, 256, size=(K, TOKEN_PX, TOKEN_PX))
+
+
+def decoder(patterns: np.ndarray):
+    def decode(tokens: np.ndarray) -> np.ndarray:
+        img = patterns[tokens]  # [N, gh, gw, 4, 4]
+        n, gh, gw = tokens.shape
+        img = img.transpose(0, 1, 3, 2, 4).reshape(n, gh * TOKEN_PX, gw * TOKEN_PX)  # [N, H, W]
+        return np.repeat(img[..., None], 3, axis=-1).astype(np.uint8)
+    return decode
+
+
+def episode(world: np.ndarray, rng: np.random.Generator, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames [t+1, gh, gw] and encoded actions [t, 15]: yaw +-4 degrees moves the view one token sideways,
+    pitch +-3 degrees one token up or down, anything else keeps it still."""
+    y, x = 15, 15
+    frames, acts = [world[y:y + GRID[0], x:x + GRID[1]]], []
+    for _ in range(t):
+        kind = rng.integers(0, 5)
+        yaw, pitch = [(0, 0), (4, 0), (-4, 0), (0, 3), (0, -3)][kind]
+        x += int(np.sign(yaw))
+        y += int(np.sign(pitch))
+        frames.append(world[y:y + GRID[0], x:x + GRID[1]])
+        acts.append(ENC.encode(make_raw(yaw_deg=yaw, pitch_deg=pitch)))
+    return np.stack(frames), np.stack(acts)
+
+
+def test_tiny_model_on_a_synthetic_world_moves_its_output_the_way_the_action_says():
+    torch.manual_seed(0)
+    world, patterns = make_world()
+    rng = np.random.default_rng(1)
+    pairs = []
+    for _ in range(12):
+        fr, ac = episode(world, rng, 10)
+        pairs += [(fr[i], fr[i + 1], ac[i]) for i in range(10)]
+    coef, stats = motion.calibrate(pairs, decoder(patterns), (TOKEN_PX, TOKEN_PX), lambda e: False)
+    # A right turn moves the content one token left (4 degrees -> -1 token): -0.25 tokens per degree.
+    yaw_right = coef[:2] @ ENC.encode(make_raw(yaw_deg=4.0))
+    pitch_down = coef[:2] @ ENC.encode(make_raw(pitch_deg=3.0))
+    np.testing.assert_allclose(yaw_right, [-1.0, 0.0], atol=0.15)
+    np.testing.assert_allclose(pitch_down, [0.0, -1.0], atol=0.15)
+
+    cfg = WorldModelConfig(embed_dim=8, hidden_dim=16, num_layers=2, kernel_size=3, film_hidden=16,
+                           head_dim=8, attn_ctx=0, idm_max_span=2, idm_hidden=16, codebook_size=K,
+                           code_dim=4, grid_h=GRID[0], grid_w=GRID[1], copy_prior=1.0,
+                           motion_coef=tuple(coef.reshape(-1)))
+    model = WorldModel(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        fr, ac = episode(world, rng, 6)
+        tokens, acts = torch.from_numpy(fr)[None].long(), torch.from_numpy(ac)[None]
+        logits, _ = model.forward_sequence(tokens[:, :-1], acts)  # [1, 6, K, gh, gw]
+        loss = F.cross_entropy(logits.flatten(0, 1), tokens[0, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    y, x = 15, 15
+    start = torch.from_numpy(world[y:y + GRID[0], x:x + GRID[1]])[None].long()
+    for raw, (dy, dx) in ((make_raw(yaw_deg=4.0), (0, 1)), (make_raw(yaw_deg=-4.0), (0, -1)),
+                          (make_raw(pitch_deg=3.0), (1, 0)), (make_raw(pitch_deg=-3.0), (-1, 0))):
+        state, cur = model.init_state(1), start
+        with torch.no_grad():
+            for _ in range(3):
+                logits, state = model.step(cur, torch.from_numpy(ENC.encode(raw))[None], state)
+                cur = logits.argmax(1)
+        truth = world[y + 3 * dy:y + 3 * dy + GRID[0], x + 3 * dx:x + 3 * dx + GRID[1]]
+        # Only what was already in view can be predicted: new content enters at the border.
+        inner = (slice(max(0, -3 * dy), GRID[0] - max(0, 3 * dy)), slice(max(0, -3 * dx), GRID[1] - max(0, 3 * dx)))
+        match = (cur[0].numpy() == truth)[inner].mean()
+        still = (cur[0].numpy() == world[y:y + GRID[0], x:x + GRID[1]])[inner].mean()
+        assert match > 0.8 and match > still + 0.5, (raw, match, still)
