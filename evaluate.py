@@ -46,9 +46,14 @@ import numpy as np
 import torch
 
 import metrics as M
-from actions import RAW, RAW_DIM, noop
+from eval_inputs import (ActionOverride, Clip, CopyPredictor, ModelPredictor, Predictor, Start, blockworld_starts,
+                         clip_starts, load_clips, max_episode_length, noop_actions, other_clip_actions)
+from eval_report import (ClipFrames, CounterfactualFrames, SectionFrames, StabilityFrames,
+                         log_wandb, plot_controllability, plot_counterfactuals, plot_fidelity, plot_stability,
+                         summary_of, write_markdown, write_videos, fmt)
+from actions import RAW, RAW_DIM
+from presets import TICK_HZ
 
-TICK_HZ = 16.0
 
 # Pass/fail thresholds of the stability section (stated in the report).
 DIVERSITY_RANGE = (0.5, 2.0)
@@ -64,12 +69,6 @@ FLASH_EXPLAINED = 0.5
 """A periodic peak in the model's frame change is excused when the ground truth has at least this fraction
 of its amplitude at the same frequency (e.g. a scripted action that repeats)."""
 
-# Controllability: a ground-truth response smaller than this cannot be divided by (the ratio is omitted).
-RESPONSE_FLOORS = {"yaw": 0.05, "pitch": 0.05, "forward": 0.002, "back": 0.002, "strafe": 0.1, "jump": 0.5,
-                   "noop": 0.5 / 255}
-RESPONSE_ACTIONS = ("yaw", "pitch", "forward", "back", "strafe", "jump", "noop")
-JUMP_WINDOW = 10
-"""Frames after a jump press over which the vertical shift is accumulated (a jump lasts ~0.6 s)."""
 
 COUNTERFACTUAL_PRESETS = ("turn-right-360", "turn-left-360", "look-up-down", "walk-forward", "walk-back",
                           "strafe-left", "strafe-right", "jump", "noop")
@@ -170,122 +169,7 @@ def apply_quick(cfg: EvalConfig) -> EvalConfig:
     return dataclasses.replace(cfg, **kw)
 
 
-# ----------------------------------------------------------------------------- predictors
-
-class Predictor:
-    """Something that continues token clips: the world model, or a baseline. Tokens are numpy int64."""
-
-    name = "predictor"
-
-    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
-                ) -> np.ndarray:
-        """ctx_tokens [B, C, h, w], ctx_actions [B, C-1, 9], future_actions [B, N, 9] -> [B, N, h, w];
-        frame n follows future action n (future_actions[:, 0] acts on the last context frame)."""
-        raise NotImplementedError
-
-    def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:
-        """Given true frames tokens [B, L, h, w] and actions [B, L-1, 9], the argmax prediction of each
-        frame t+1 from frames 0..t, for t = first..L-2 -> [B, L-1-first, h, w]."""
-        raise NotImplementedError
-
-
-class ModelPredictor(Predictor):
-    """The world model through rollout.rollout_batch (the same step() as training and play)."""
-
-    name = "model"
-
-    def __init__(self, bundle: Any, sampling: Any, batch_size: int) -> None:
-        self.bundle, self.sampling, self.batch_size = bundle, sampling, batch_size
-
-    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
-                ) -> np.ndarray:
-        from rollout import rollout_batch
-
-        out = []
-        for i in range(0, len(ctx_tokens), self.batch_size):
-            sl = slice(i, i + self.batch_size)
-            out.append(rollout_batch(self.bundle, ctx_tokens[sl], ctx_actions[sl], future_actions[sl],
-                                     self.sampling).cpu().numpy())
-        return np.concatenate(out)
-
-    @torch.inference_mode()
-    def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:
-        from devices import inference_autocast
-
-        b = self.bundle
-        out = []
-        for i in range(0, len(tokens), self.batch_size):
-            t = torch.from_numpy(tokens[i:i + self.batch_size]).to(b.device)  # [b, L, h, w]
-            enc = torch.from_numpy(b.encoding.encode(actions[i:i + self.batch_size])).to(b.device)
-            state = b.model.init_state(t.shape[0], b.device)
-            preds = []
-            # Step by step, keeping only the argmax: full teacher-forced logits [B, L, K, h, w] would not
-            # fit in memory for long clips.
-            with inference_autocast(b.device):
-                for s in range(t.shape[1] - 1):
-                    logits, state = b.step_fn(t[:, s], enc[:, s], state)
-                    if s >= first:
-                        preds.append(logits.float().argmax(1))
-            out.append(torch.stack(preds, 1).cpu().numpy())
-        return np.concatenate(out)
-
-
-class CopyPredictor(Predictor):
-    """Copy-last-frame: every future frame is the last context frame."""
-
-    name = "copy"
-
-    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
-                ) -> np.ndarray:
-        n = future_actions.shape[1]
-        return np.repeat(ctx_tokens[:, -1:], n, axis=1)
-
-    def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:
-        return tokens[:, first:-1].copy()
-
-
-class ActionOverride(Predictor):
-    """Another predictor with its actions replaced: `future` maps the future actions [B, N, 9] of a
-    rollout; teacher forcing replaces every action the same way."""
-
-    def __init__(self, inner: Predictor, name: str, future: Callable[[np.ndarray], np.ndarray]) -> None:
-        self.inner, self.name, self.future = inner, name, future
-
-    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
-                ) -> np.ndarray:
-        return self.inner.rollout(ctx_tokens, ctx_actions, self.future(future_actions))
-
-    def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:
-        return self.inner.teacher_forced(tokens, self.future(actions), first)
-
-
-def noop_actions(actions: np.ndarray) -> np.ndarray:
-    """Raw no-ops of the same shape (they encode to the no-op encoding: yaw/pitch 'none' bins set)."""
-    return np.zeros_like(actions)
-
-
-def other_clip_actions(actions: np.ndarray, seed: int) -> np.ndarray:
-    """Each clip gets another clip's actions [B, N, 9] (a random derangement); with one clip, its own
-    steps in a random order."""
-    rng = np.random.default_rng(seed)
-    b = actions.shape[0]
-    if b < 2:
-        return actions[:, rng.permutation(actions.shape[1])]
-    perm = rng.permutation(b)
-    return actions[np.roll(perm, 1)][np.argsort(perm)]
-
-
-# ----------------------------------------------------------------------------- data
-
-@dataclass
-class Clip:
-    tokens: np.ndarray
-    """int64 [C + N, h, w]: C context frames then N future frames."""
-    actions: np.ndarray
-    """raw float32 [C + N - 1, 9]; actions[i] is the action between frames i and i+1."""
-    file: str
-    start: int
-
+# ----------------------------------------------------------------------------- held-out episodes
 
 def heldout_files(root: Path, meta: dict[str, Any], cfg: EvalConfig) -> tuple[list[str], str]:
     """The episodes the model did not train on. A model that records its training episodes (`train_files`)
@@ -318,35 +202,6 @@ def heldout_files(root: Path, meta: dict[str, Any], cfg: EvalConfig) -> tuple[li
     if not val:
         return every, f"all {len(every)} episodes of {root}: the split has no held-out episode (NOT held out)"
     return val, f"held-out split of {root} (val_fraction {frac}, seed {seed}: {len(val)} of {len(every)} episodes)"
-
-
-def load_clips(root: Path, files: Sequence[str], context: int, horizon: int, per_episode: int,
-               max_episodes: int) -> tuple[list[Clip], list[str]]:
-    """Clips of C + horizon frames, `per_episode` evenly spaced per episode; notes on skipped episodes."""
-    from dataset import open_shard
-
-    clips, notes, used = [], [], 0
-    length = context + horizon
-    for f in files:
-        if used >= max_episodes:
-            break
-        sh = open_shard(root / f)
-        k = len(sh["tokens"])
-        if k < length:
-            notes.append(f"{f}: {k} frames, shorter than a {length}-frame clip; skipped")
-            continue
-        starts = np.unique(np.linspace(0, k - length, per_episode).round().astype(int))
-        for s in starts:
-            clips.append(Clip(np.asarray(sh["tokens"][s:s + length]).astype(np.int64),
-                              np.asarray(sh["actions"][s:s + length - 1], np.float32), f, int(s)))
-        used += 1
-    return clips, notes
-
-
-def max_episode_length(root: Path, files: Sequence[str]) -> int:
-    from dataset import shard_length
-
-    return max((shard_length(root / f) for f in files), default=0)
 
 
 # ----------------------------------------------------------------------------- fidelity
@@ -388,136 +243,7 @@ def fidelity_tables(per_frame: dict[str, dict[str, np.ndarray]], horizons: Seque
     return {"tables": tables, "curves": curves, "delta_t_psnr": delta}
 
 
-# ----------------------------------------------------------------------------- controllability
-
-def pixel_measures(frames: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
-    """Motion measured in each transition of clips: frames uint8 [B, T+1, H, W, 3], actions [B, T, 9] ->
-    dx, dy [B, T] (phase correlation), change [B, T], expansion [B, T] (NaN where neither forward nor back
-    is held: optical flow is only computed where it is needed)."""
-    b, t = actions.shape[:2]
-    dx, dy, change = np.zeros((b, t)), np.zeros((b, t)), np.zeros((b, t))
-    exp = np.full((b, t), np.nan)
-    for i in range(b):
-        sh = M.shifts(frames[i])
-        dx[i], dy[i] = sh[:, 0], sh[:, 1]
-        change[i] = M.frame_change(frames[i])
-        for s in range(t):
-            if actions[i, s, RAW["forward"]] >= 0.5 or actions[i, s, RAW["back"]] >= 0.5:
-                exp[i, s] = M.radial_expansion(frames[i, s], frames[i, s + 1])
-    return {"dx": dx, "dy": dy, "change": change, "expansion": exp}
-
-
-def _masks(actions: np.ndarray) -> dict[str, np.ndarray]:
-    a = actions
-    yaw, pitch = a[..., RAW["yaw_deg"]], a[..., RAW["pitch_deg"]]
-    keys = a[..., 2:] >= 0.5
-    still_cam = (np.abs(yaw) < 0.5) & (np.abs(pitch) < 0.5)
-    fwd = (a[..., RAW["forward"]] >= 0.5) & (a[..., RAW["back"]] < 0.5)
-    back = (a[..., RAW["back"]] >= 0.5) & (a[..., RAW["forward"]] < 0.5)
-    left = (a[..., RAW["left"]] >= 0.5) & (a[..., RAW["right"]] < 0.5)
-    right = (a[..., RAW["right"]] >= 0.5) & (a[..., RAW["left"]] < 0.5)
-    return {"forward": fwd, "back": back, "strafe_left": left, "strafe_right": right,
-            "noop": still_cam & ~keys.any(-1)}
-
-
-def responses(meas: dict[str, np.ndarray], actions: np.ndarray) -> dict[str, float]:
-    """Per-action responses of one predictor on clips (see the module docstring for units and signs):
-    yaw and pitch in px per degree (positive = turns the commanded way), forward/back as the mean
-    expansion per frame while held (forward > 0, back < 0), strafe as the mean sideways scene shift per
-    frame against the step (px; strafing left moves the scene right, counted positive), jump as the mean
-    peak downward scene shift after a press (px), noop as the mean frame change while nothing is pressed."""
-    yaw, pitch = actions[..., RAW["yaw_deg"]], actions[..., RAW["pitch_deg"]]
-    m = _masks(actions)
-    out = {"yaw": M.response_slope(yaw, -meas["dx"]), "pitch": M.response_slope(pitch, -meas["dy"])}
-    for k in ("forward", "back"):
-        v = meas["expansion"][m[k]]
-        out[k] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-    side = np.concatenate([meas["dx"][m["strafe_left"]], -meas["dx"][m["strafe_right"]]])
-    out["strafe"] = float(side.mean()) if side.size else float("nan")
-    jump = actions[..., RAW["jump"]] >= 0.5
-    profiles = []
-    for i in range(actions.shape[0]):
-        onsets = [s for s in range(actions.shape[1]) if jump[i, s] and (s == 0 or not jump[i, s - 1])]
-        profiles.append(M.jump_profile(meas["dy"][i], onsets, JUMP_WINDOW))
-    out["jump"] = M.jump_response(np.concatenate(profiles))[0] if profiles else float("nan")
-    nm = meas["change"][m["noop"]]
-    out["noop"] = float(nm.mean()) if nm.size else float("nan")
-    return out
-
-
-def response_table(resp: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """{predictor: responses} (with "truth") -> per action: truth, each predictor and its ratio to truth."""
-    truth = resp["truth"]
-    table: dict[str, Any] = {}
-    for action in RESPONSE_ACTIONS:
-        row: dict[str, Any] = {"truth": truth[action], "floor": RESPONSE_FLOORS[action]}
-        for name, r in resp.items():
-            if name == "truth":
-                continue
-            row[name] = r[action]
-            row[f"{name}_ratio"] = M.ratio(r[action], truth[action], RESPONSE_FLOORS[action])
-        table[action] = row
-    return table
-
-
-# ----------------------------------------------------------------------------- starts (block world)
-
-@dataclass
-class Start:
-    """Where counterfactual and stability rollouts begin: C context frames and, for block-world episodes,
-    the oracle that renders the truth of any action sequence from the last context frame."""
-
-    name: str
-    tokens: np.ndarray
-    """int64 [C, h, w]."""
-    actions: np.ndarray
-    """raw [C-1, 9]."""
-    oracle: Callable[[np.ndarray], np.ndarray] | None
-    """raw actions [N, 9] -> true frames uint8 [N, H, W, 3] (the frame after each action)."""
-
-
-def blockworld_starts(root: Path, files: Sequence[str], source_data: str, context: int, n: int,
-                      encode: Callable[[np.ndarray], np.ndarray], frame_size: tuple[int, int]
-                      ) -> tuple[list[Start], str]:
-    """Start states of held-out block-world episodes: blockworld.episode_start from each episode's metadata
-    JSON (the manifest's actions_file, else <source_data>/metadata/<stem>.json), then C-1 no-op ticks
-    through the simulator, rendered and encoded as the context. ([], reason) when unavailable."""
-    from blockworld import context_start, episode_start
-    from dataset import read_manifest
-
-    entries = {e["file"]: e for e in read_manifest(root)}
-    starts: list[Start] = []
-    reasons: list[str] = []
-    for f in files:
-        if len(starts) >= n:
-            break
-        e = entries.get(f, {})
-        cands = []
-        if e.get("actions_file"):
-            cands.append(Path(e["actions_file"]))
-        stem = Path(str(e.get("video") or f)).stem
-        if source_data:
-            cands.append(Path(source_data) / "metadata" / f"{stem}.json")
-        path = next((c for c in cands if c.is_file()), None)
-        if path is None:
-            reasons.append(f"{f}: no episode JSON found (tried {[str(c) for c in cands] or 'nothing'}; "
-                           f"pass --source-data)")
-            continue
-        try:
-            world, state = episode_start(json.loads(path.read_text()))
-        except (ValueError, OSError) as err:
-            reasons.append(f"{path}: {err}")
-            continue
-        acts = noop(context - 1)
-        frames, oracle = context_start(world, state, acts, frame_size)  # frames [C, H, W, 3]
-        starts.append(Start(f"{stem}", encode(frames), acts, oracle))
-    return starts, "; ".join(reasons) if not starts else ""
-
-
-def clip_starts(clips: Sequence[Clip], context: int, n: int) -> list[Start]:
-    """Starts from the contexts of held-out clips (no oracle: only dataset statistics as reference)."""
-    return [Start(f"{c.file}@{c.start}", c.tokens[:context], c.actions[:context - 1], None) for c in clips[:n]]
-
+# ----------------------------------------------------------------------------- stability
 
 def scripted_play(n: int, seed: int) -> np.ndarray:
     """STABILITY_SCRIPT repeated to n raw actions [n, 9]."""
@@ -533,7 +259,6 @@ def scripted_play(n: int, seed: int) -> np.ndarray:
     return np.concatenate(parts)[:n]
 
 
-# ----------------------------------------------------------------------------- stability
 
 def stability_checks(model_tokens: np.ndarray, model_frames: np.ndarray, ref_tokens: np.ndarray | None,
                      ref_frames: np.ndarray, ref_diversity: float | None, noop_frames: np.ndarray,
@@ -589,7 +314,7 @@ def stability_checks(model_tokens: np.ndarray, model_frames: np.ndarray, ref_tok
 # ----------------------------------------------------------------------------- the evaluation
 
 class Evaluation:
-    """Holds the loaded pieces; each section method returns a JSON-ready dict."""
+    """Holds the loaded pieces; each section method returns a JSON-ready dict and the frames it drew."""
 
     def __init__(self, cfg: EvalConfig, bundle: Any, model: Predictor | None = None) -> None:
         from rollout import Sampling
@@ -635,7 +360,7 @@ class Evaluation:
         return encode_frames(self.bundle, frames).cpu().numpy()
 
     # ---- fidelity, controllability and judge on held-out clips
-    def clips_section(self, clips: list[Clip], judge: Any) -> dict[str, Any]:
+    def clips_section(self, clips: list[Clip], judge: Any) -> tuple[dict[str, Any], ClipFrames]:
         cfg = self.cfg
         c = cfg.context
         n = max(cfg.horizons)
@@ -671,10 +396,10 @@ class Evaluation:
         seqs = {"truth": np.concatenate([last_ctx[:, None], truth], 1)}  # [B, N+1, H, W, 3]
         for name, f in frames.items():
             seqs[name] = np.concatenate([last_ctx[:, None], f], 1)
-        resp = {name: responses(pixel_measures(s, fut_a), fut_a) for name, s in seqs.items()
+        resp = {name: M.responses(M.pixel_measures(s, fut_a), fut_a) for name, s in seqs.items()
                 if name != "model_random_actions"}
-        control = {"responses": response_table(resp), "action_counts": {
-            k: int(v.sum()) for k, v in _masks(fut_a).items()}}
+        control = {"responses": M.response_table(resp), "action_counts": {
+            k: int(v.sum()) for k, v in M.action_masks(fut_a).items()}}
         control["action_counts"].update(
             yaw=int((np.abs(fut_a[..., RAW["yaw_deg"]]) >= 0.5).sum()),
             pitch=int((np.abs(fut_a[..., RAW["pitch_deg"]]) >= 0.5).sum()),
@@ -690,12 +415,10 @@ class Evaluation:
                 js[name] = _judge_row(merged, flat_a, judge)
             control["judge"] = js
             self.timings["judge_scoring_s"] = time.perf_counter() - t0
-        self._clip_frames = {"truth": truth, "last_ctx": last_ctx, "frames": frames, "actions": fut_a,
-                             "clips": clips}
-        return {"fidelity": fid, "controllability": control}
+        return {"fidelity": fid, "controllability": control}, ClipFrames(truth, frames, fut_a)
 
     # ---- counterfactuals
-    def counterfactual_section(self, starts: list[Start]) -> dict[str, Any]:
+    def counterfactual_section(self, starts: list[Start]) -> tuple[dict[str, Any], list[CounterfactualFrames]]:
         cfg = self.cfg
         presets = QUICK_PRESETS if cfg.quick else COUNTERFACTUAL_PRESETS
         from presets import DEFAULT_PRESET_FRAMES, preset_actions
@@ -706,7 +429,7 @@ class Evaluation:
         acts = np.stack([preset_actions(p, max(n, DEFAULT_PRESET_FRAMES), seed=cfg.seed)[:n]
                          for p in presets])  # [P, N, 9]
         per_start = []
-        self._cf_frames = []
+        drawn = []
         for st in starts:
             p = len(presets)
             ctx = np.repeat(st.tokens[None], p, 0)
@@ -729,8 +452,8 @@ class Evaluation:
             for i, name in enumerate(presets):
                 seq_o = np.concatenate([last[None], oracle_f[i]])[None]
                 seq_m = np.concatenate([last[None], model_f[i]])[None]
-                ro = responses(pixel_measures(seq_o, acts[i:i + 1]), acts[i:i + 1])
-                rm = responses(pixel_measures(seq_m, acts[i:i + 1]), acts[i:i + 1])
+                ro = M.responses(M.pixel_measures(seq_o, acts[i:i + 1]), acts[i:i + 1])
+                rm = M.responses(M.pixel_measures(seq_m, acts[i:i + 1]), acts[i:i + 1])
                 key = _primary_response(name)
                 rows[name] = {"psnr": float(np.mean(mm["psnr"][i])), "ssim": float(np.mean(mm["ssim"][i])),
                               "lpips": float(np.mean(mm["lpips"][i])) if "lpips" in mm else None,
@@ -739,9 +462,9 @@ class Evaluation:
                               "noop_actions_psnr": float(np.mean(im["psnr"][i])),
                               "noop_actions_lpips": float(np.mean(im["lpips"][i])) if "lpips" in im else None,
                               "response": key, "oracle_response": ro[key], "model_response": rm[key],
-                              "ratio": M.ratio(rm[key], ro[key], RESPONSE_FLOORS[key])}
+                              "ratio": M.ratio(rm[key], ro[key], M.RESPONSE_FLOORS[key])}
             per_start.append({"start": st.name, "presets": rows})
-            self._cf_frames.append((st.name, presets, oracle_f, model_f))
+            drawn.append(CounterfactualFrames(st.name, presets, oracle_f, model_f))
         summary = {}
         for name in presets:
             vals = [s["presets"][name] for s in per_start]
@@ -750,11 +473,11 @@ class Evaluation:
                               "noop_actions_lpips", "ratio")}
             summary[name]["response"] = vals[0]["response"] if vals else None
         return {"frames": n, "presets": list(presets), "per_start": per_start, "summary": summary,
-                "truth": "oracle frames re-encoded and decoded by the VQ-VAE"}
+                "truth": "oracle frames re-encoded and decoded by the VQ-VAE"}, drawn
 
     # ---- stability
     def stability_section(self, starts: list[Start], ref_frames: np.ndarray, ref_diversity: float
-                          ) -> dict[str, Any]:
+                          ) -> tuple[dict[str, Any], list[StabilityFrames]]:
         cfg = self.cfg
         n = max(2, int(round(cfg.stability_seconds * TICK_HZ)))
         script = scripted_play(n, cfg.seed)
@@ -764,7 +487,7 @@ class Evaluation:
         play_tok = self.model.rollout(ctx, ctx_a, np.repeat(script[None], b, 0))  # [B, n, h, w]
         idle_tok = self.model.rollout(ctx, ctx_a, np.zeros((b, n, RAW_DIM), np.float32))
         results = []
-        self._stab_frames = []
+        drawn = []
         for i, st in enumerate(starts):
             play_f = self.decode(play_tok[i])
             idle_f = self.decode(idle_tok[i])
@@ -784,11 +507,11 @@ class Evaluation:
             checks["start"] = st.name
             checks["pass"] = all(checks[k]["pass"] for k in ("diversity", "grey", "flashing", "noop_drift"))
             results.append(checks)
-            self._stab_frames.append((st.name, play_f, o_f, idle_f))
+            drawn.append(StabilityFrames(st.name, play_f, o_f, idle_f))
         return {"frames": n, "seconds": n / TICK_HZ, "script": [list(x) for x in STABILITY_SCRIPT],
                 "starts": results, "pass": all(r["pass"] for r in results),
                 "thresholds": {"diversity_relative_range": list(DIVERSITY_RANGE), "grey_relative_min": GREY_THRESHOLD,
-                               "drift_abs": DRIFT_ABS, "flash_explained_fraction": FLASH_EXPLAINED}}
+                               "drift_abs": DRIFT_ABS, "flash_explained_fraction": FLASH_EXPLAINED}}, drawn
 
 
 def _primary_response(preset: str) -> str:
@@ -840,380 +563,6 @@ def get_judge(cfg: EvalConfig, root: Path, bundle: Any, split: tuple[float, int]
     return judge, f"judge trained for {cfg.judge_steps} steps in {time.perf_counter() - t0:.0f} s, cached at {path}"
 
 
-# ----------------------------------------------------------------------------- outputs
-
-PRED_LABELS = {"model": "model", "model_noop_actions": "model, no-op actions",
-               "model_random_actions": "model, other clip's actions", "copy": "copy last frame",
-               "truth": "ground truth"}
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    if isinstance(v, bool):
-        return "PASS" if v else "FAIL"
-    if isinstance(v, (int, np.integer)):
-        return str(v)
-    return f"{v:.{digits}f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r if isinstance(r, str) else _fmt(r) for r in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_markdown(report: dict[str, Any], path: Path) -> None:
-    from ckpt_io import atomic_write_text
-
-    r = report
-    md = [f"# Evaluation: {r['model']}", "",
-          f"Data: `{r['data']}` - {r['split']}. {r['n_clips']} clips, context {r['config']['context']} frames, "
-          f"sampling {r['config']['sampling']}. Device {r['device']}; {r['seconds']:.0f} s. "
-          f"{'**--quick: smoke-test sizes, not a measurement.**' if r['config']['quick'] else ''}", "",
-          "Ground truth in fidelity tables is the VQ-VAE decode of the true tokens (the best a token model can "
-          "draw). Baselines run on the same clips: *copy last frame*; *model, no-op actions* (future actions "
-          "replaced by no-ops); *model, other clip's actions* (for delta-t PSNR).", ""]
-    for note in r.get("notes", []):
-        md.append(f"- note: {note}")
-    md += ["", "## Summary", "", _table(["check", "value"], [[k, v] for k, v in r["summary"].items()]), ""]
-    if "fidelity" in r:
-        fid = r["fidelity"]
-        hs = list(fid["tables"]["model"]["psnr"].keys())
-        names = [n for n in ("model", "model_noop_actions", "model_random_actions", "copy") if n in fid["tables"]]
-        md += ["## Fidelity (held-out clips)", "", "![fidelity](fidelity.png)", ""]
-        rows = []
-        for metric in fid["tables"]["model"]:
-            better = "higher" if metric in ("psnr", "ssim") else "lower"
-            for h in hs:
-                rows.append([f"{metric.upper()} @ {h} ({better} is better)"] +
-                            [fid["tables"][n][metric][h]["mean"] for n in names])
-        for h in hs:
-            rows.append([f"token accuracy @ {h}"] + [fid["token_accuracy_rollout"][n][h] for n in names])
-        md.append(_table(["metric", *[PRED_LABELS[n] for n in names]], rows))
-        md += ["", "Teacher-forced token accuracy (each next frame from the true frames before it): "
-               + ", ".join(f"{PRED_LABELS[k]} {_fmt(v)}" for k, v in fid["teacher_forced_token_accuracy"].items()),
-               "", "Delta-t PSNR (true actions minus another clip's actions; > 0 means the actions help): "
-               + ", ".join(f"@{h}: {_fmt(v['mean'])} (±{_fmt(v['sem'])})" for h, v in fid["delta_t_psnr"].items()),
-               ""]
-    if "controllability" in r:
-        ctl = r["controllability"]
-        md += ["## Controllability from pixels", "", "![controllability](controllability.png)", "",
-               "Responses: yaw/pitch in px of scene shift per degree (positive = the camera turned the commanded "
-               "way: +yaw turns right and moves the scene left), forward/back = mean radial expansion of "
-               "optical flow per frame while held, jump = peak downward scene shift after a press (px), "
-               "no-op = mean frame change while nothing is pressed. Ratio = predictor / ground truth on the "
-               "same clips (1.0 perfect, 0 ignored; for no-op, above 1 is idle drift). '-' = the ground truth "
-               "shows no measurable response (below the floor) or the action never occurs.", ""]
-        first = next(iter(ctl["responses"].values()))
-        names = [n for n in ("model", "model_noop_actions", "copy") if f"{n}_ratio" in first]
-        rows = []
-        for action, row in ctl["responses"].items():
-            rows.append([action, ctl["action_counts"].get(action, 0), row["truth"]] +
-                        [row[n] for n in names] + [row[f"{n}_ratio"] for n in names])
-        md.append(_table(["action", "steps", "truth", *[PRED_LABELS[n] for n in names],
-                          *[f"ratio: {PRED_LABELS[n]}" for n in names]], rows))
-        if "judge" in ctl:
-            j = ctl["judge"]
-            keys = list(next(iter(j.values()))["key_f1"].keys())
-            md += ["", f"Inverse-dynamics judge ({r.get('judge_note', '')}) reading the commanded actions back "
-                   "from frames; the ground-truth row is the ceiling.", ""]
-            md.append(_table(["frames", "camera acc", "yaw acc", "pitch acc", "key mean F1",
-                              *[f"F1 {k}" for k in keys]],
-                             [[PRED_LABELS[n], v["camera_acc"], v["yaw_acc"], v["pitch_acc"], v["key_mean_f1"],
-                               *[v["key_f1"][k] for k in keys]] for n, v in j.items()]))
-        md.append("")
-    cf = r.get("counterfactuals", {})
-    md += ["## Counterfactuals on the block world", ""]
-    if cf.get("summary"):
-        md += [f"The first {cf['frames']} frames of each action preset (presets.py, at its natural 6 s length) "
-               f"from the same start state, through the oracle and through the model; truth = {cf['truth']}. "
-               f"PSNR/LPIPS are means over the frames; the ratio is the model's pixel response over the "
-               f"oracle's (as in the controllability table).", "", "![counterfactuals](counterfactuals.png)", ""]
-        md.append(_table(["preset", "PSNR model", "PSNR no-op actions", "PSNR copy", "LPIPS model",
-                          "LPIPS no-op actions", "LPIPS copy", "response", "ratio: model / oracle"],
-                         [[k, v["psnr"], v["noop_actions_psnr"], v["copy_psnr"], v["lpips"], v["noop_actions_lpips"],
-                           v["copy_lpips"], v["response"] or "-", v["ratio"]] for k, v in cf["summary"].items()]))
-    else:
-        md.append(f"Skipped: {cf.get('skipped', 'no block-world episodes')}")
-    md.append("")
-    st = r.get("stability")
-    if st:
-        th = st["thresholds"]
-        md += [f"## Long-rollout stability ({st['seconds']:.0f} s of scripted play and of no input)", "",
-               "![stability](stability.png)", "",
-               f"Thresholds: codebook diversity relative to the truth over the last quarter within "
-               f"[{th['diversity_relative_range'][0]}, {th['diversity_relative_range'][1]}]; colour variance of the "
-               f"last second >= {th['grey_relative_min']} of the truth's (grey collapse); no periodic peak in the "
-               f"frame-change spectrum (periods 2-10 frames) unless the truth has >= {th['flash_explained_fraction']} "
-               f"of its amplitude; no-op drift (last second, from the first generated frame) <= {th['drift_abs']} + "
-               f"2x the truth's.",
-               ""]
-        rows = []
-        for s in st["starts"]:
-            fl = s["flashing"]
-            rows.append([s["start"], s["diversity"]["relative_last_quarter"], s["diversity"]["pass"],
-                         s["grey"]["relative"], s["grey"]["pass"],
-                         "rollout too short to judge" if not fl.get("judged", True) else
-                         f"{_fmt(fl['period'], 1)} / {_fmt(fl['relative_amplitude'], 2)}" if fl["period"] else "-",
-                         fl["pass"], s["noop_drift"]["last_second"], s["noop_drift"]["limit"], s["noop_drift"]["pass"],
-                         s["pass"]])
-        md.append(_table(["start", "diversity rel.", "ok", "colour var. rel.", "ok", "peak period / rel. amp.",
-                          "ok", "no-op drift", "limit", "ok", "all"], rows))
-        md += ["", "Reference per start: " + "; ".join(f"{s['start']}: {s['reference']}" for s in st["starts"]), ""]
-    if r.get("videos"):
-        md += ["## Videos", ""] + [f"- [{Path(v).name}](videos/{Path(v).name})" for v in r["videos"]] + [""]
-    md += ["## Timings (seconds)", "", ", ".join(f"{k} {v:.1f}" for k, v in r.get("timings", {}).items()), ""]
-    atomic_write_text(path, "\n".join(md) + "\n")
-
-
-def _savefig(fig: Any, path: Path) -> None:
-    from ckpt_io import atomic_path
-
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-
-
-def _save_png(img: np.ndarray, path: Path) -> None:
-    """RGB uint8 [H, W, 3] -> PNG, atomically."""
-    import cv2
-
-    from ckpt_io import atomic_write_bytes
-
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"{path}: PNG encoding failed")
-    atomic_write_bytes(path, buf.tobytes())
-
-
-def plot_fidelity(fid: dict[str, Any], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = list(fid["curves"]["model"].keys())
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), layout="constrained")
-    for ax, m in zip(np.atleast_1d(axes), metrics):
-        for name, style in (("model", "-"), ("model_noop_actions", "--"), ("model_random_actions", ":"),
-                            ("copy", "-.")):
-            if name in fid["curves"]:
-                y = np.asarray(fid["curves"][name][m])
-                ax.plot(np.arange(1, len(y) + 1), y, style, label=PRED_LABELS[name])
-        ax.set_xscale("log")
-        ax.set_xlabel("rollout horizon (frames)")
-        ax.set_title(m.upper() + (" (higher is better)" if m in ("psnr", "ssim") else " (lower is better)"))
-        ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.suptitle("Fidelity on held-out clips vs VQ-VAE-decoded ground truth")
-    _savefig(fig, path)
-    plt.close(fig)
-
-
-def plot_controllability(ctl: dict[str, Any], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    has_judge = "judge" in ctl
-    fig, axes = plt.subplots(1, 2 if has_judge else 1, figsize=(11 if has_judge else 6, 3.6), layout="constrained")
-    axes = np.atleast_1d(axes)
-    actions = list(ctl["responses"].keys())
-    x = np.arange(len(actions))
-    names = [n for n in ("model", "model_noop_actions", "copy") if f"{n}_ratio" in ctl["responses"][actions[0]]]
-    shown: list[float] = [0.0, 1.0]
-    for k, name in enumerate(names):
-        vals = [ctl["responses"][a][f"{name}_ratio"] for a in actions]
-        vals = [np.nan if v is None else v for v in vals]
-        shown += [v for v in vals if np.isfinite(v)]
-        axes[0].bar(x + (k - 1) * 0.27, vals, 0.27, label=PRED_LABELS[name])
-    # Explicit limits: with every ratio unmeasurable, autoscaling has nothing to fit.
-    axes[0].set_ylim(min(shown) - 0.2, max(shown) + 0.3)
-    for i, a in enumerate(actions):
-        if ctl["responses"][a]["model_ratio"] is None:
-            axes[0].text(i, 0.05, "n/a", ha="center", fontsize=8, color="grey")
-    axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
-    axes[0].set_xticks(x, actions)
-    axes[0].set_ylabel("response / ground truth")
-    axes[0].set_title("Pixel response ratios (1 = perfect, 0 = ignored)")
-    axes[0].legend(fontsize=8)
-    if has_judge:
-        j = ctl["judge"]
-        cols = ["camera_acc", "yaw_acc", "pitch_acc", "key_mean_f1"]
-        xs = np.arange(len(cols))
-        for k, (name, row) in enumerate(j.items()):
-            axes[1].bar(xs + (k - len(j) / 2 + 0.5) * 0.8 / len(j), [row[c] for c in cols], 0.8 / len(j),
-                        label=PRED_LABELS.get(name, name))
-        axes[1].set_xticks(xs, ["camera acc", "yaw acc", "pitch acc", "key F1"])
-        axes[1].set_ylim(0, 1)
-        axes[1].set_title("Inverse-dynamics judge")
-        axes[1].legend(fontsize=7)
-    _savefig(fig, path)
-    plt.close(fig)
-
-
-def plot_stability(st: dict[str, Any], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6), layout="constrained")
-    for s in st["starts"]:
-        lbl = s["start"][:24]
-        d = s["diversity"]
-        rel = d["relative_per_second"]
-        axes[0].plot(np.arange(1, len(rel) + 1), rel, "o-", ms=3, label=lbl)
-        g = s["grey"]
-        t = np.arange(len(g["model_per_frame"])) / TICK_HZ
-        axes[1].plot(t, g["model_per_frame"], label=f"{lbl} model")
-        axes[1].axhline(g["reference_variance"], ls="--", lw=0.8, color=axes[1].lines[-1].get_color())
-        axes[1].axhline(g["threshold"] * g["reference_variance"], color="r", lw=0.8)
-        f = s["flashing"]
-        fr, pw = np.asarray(f["spectrum"]["freq"]), np.asarray(f["spectrum"]["power"])
-        if len(fr) > 1:
-            axes[2].semilogy(1 / np.maximum(fr[1:], 1e-9), pw[1:] + 1e-12, label=f"{lbl} model")
-            rf, rp = np.asarray(f["reference_spectrum"]["freq"]), np.asarray(f["reference_spectrum"]["power"])
-            if len(rf) > 1:
-                axes[2].semilogy(1 / np.maximum(rf[1:], 1e-9), rp[1:] + 1e-12, ls="--", label=f"{lbl} truth")
-        dr = s["noop_drift"]
-        axes[3].plot(np.arange(1, len(dr["curve"]) + 1) / TICK_HZ, dr["curve"], label=f"{lbl} model")
-        if dr["reference_curve"]:
-            axes[3].plot(np.arange(1, len(dr["reference_curve"]) + 1) / TICK_HZ, dr["reference_curve"], ls="--",
-                         label=f"{lbl} truth")
-        axes[3].axhline(dr["limit"], color="r", lw=0.8)
-    lo, hi = st["thresholds"]["diversity_relative_range"]
-    axes[0].axhspan(lo, hi, color="g", alpha=0.08)
-    axes[0].set(title="codebook diversity / truth's", xlabel="second")
-    axes[1].set(title="colour variance (dashed: truth mean; red: collapse)", xlabel="s")
-    axes[1].set_ylim(bottom=0)
-    axes[2].set(title="spectrum of frame change", xlabel="period (frames)", xlim=(2, 20))
-    axes[2].axvline(5, color="grey", lw=0.6, ls=":")
-    axes[3].set(title="no-op drift from first generated frame", xlabel="s")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    _savefig(fig, path)
-    plt.close(fig)
-
-
-def plot_counterfactuals(cf_frames: list[tuple[str, Sequence[str], np.ndarray, np.ndarray]], path: Path) -> None:
-    """Contact sheet of the first start: a row per preset, oracle and model side by side at four times."""
-    from video_io import upscale_nearest
-
-    name, presets, oracle_f, model_f = cf_frames[0]
-    n = oracle_f.shape[1]
-    times = sorted({max(0, int(round(x))) for x in np.linspace(0, n - 1, 4)})
-    gap = np.full((oracle_f.shape[2] * 2, 6, 3), 255, np.uint8)  # [2H, 6, 3] white column between times
-    rows = []
-    for i, p in enumerate(presets):
-        cells = []
-        for t in times:
-            cells += [_label(upscale_nearest(oracle_f[i, t], 2), f"oracle: {p}, frame {t + 1}"),
-                      _label(upscale_nearest(model_f[i, t], 2), "model"), gap]
-        rows.append(np.concatenate(cells[:-1], axis=1))
-        rows.append(np.full((6, rows[-1].shape[1], 3), 255, np.uint8))
-    sheet = np.concatenate(rows[:-1], axis=0)
-    title = np.full((24, sheet.shape[1], 3), 255, np.uint8)
-    import cv2
-
-    cv2.putText(title, f"Counterfactuals from {name}: oracle (left) vs model (right) per preset", (6, 17),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    _save_png(np.concatenate([title, sheet], axis=0), path)
-
-
-def _label(frame: np.ndarray, text: str, bottom: bool = False) -> np.ndarray:
-    """The frame with white-on-black text in its top (or bottom) left corner."""
-    import cv2
-
-    out = frame.copy()
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
-    x, y = (4, out.shape[0] - 5) if bottom else (4, 12)
-    # A dark box behind the text keeps it readable on bright sky and snow.
-    box = out[max(0, y - th - 3):y + base + 1, max(0, x - 2):x + tw + 2]
-    box[:] = (box.astype(np.float32) * 0.35).astype(np.uint8)
-    cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
-
-def write_videos(ev: Evaluation, out: Path) -> list[str]:
-    """Side by side (2x): truth | model | model with no-op actions | copy, for the first clips; oracle vs
-    model per preset for each counterfactual start; scripted play (model | oracle) for stability."""
-    from presets import describe
-    from video_io import upscale_nearest, write_mp4
-
-    written = []
-    vdir = out / "videos"
-    cf = getattr(ev, "_clip_frames", None)
-    if cf is not None:
-        for i in range(min(ev.cfg.videos, len(cf["clips"]))):
-            panels = [("truth", cf["truth"][i])] + [(PRED_LABELS[n], cf["frames"][n][i])
-                                                    for n in ("model", "model_noop_actions", "copy")]
-            frames = []
-            for t in range(panels[0][1].shape[0]):
-                row = np.concatenate([_label(upscale_nearest(p[t], 2), lbl) for lbl, p in panels], axis=1)
-                frames.append(_label(row, describe(cf["actions"][i, t]), bottom=True))
-            p = vdir / f"clip_{i}.mp4"
-            write_mp4(p, frames, TICK_HZ)
-            written.append(str(p))
-    for k, (name, presets, oracle_f, model_f) in enumerate(getattr(ev, "_cf_frames", [])[:ev.cfg.videos]):
-        frames = []
-        for t in range(oracle_f.shape[1]):
-            rows = [np.concatenate([_label(oracle_f[i, t], f"oracle {p}"), _label(model_f[i, t], "model")], 1)
-                    for i, p in enumerate(presets)]
-            frames.append(np.concatenate(rows, 0))
-        p = vdir / f"counterfactual_{k}.mp4"
-        write_mp4(p, frames, TICK_HZ)
-        written.append(str(p))
-    for k, (name, play_f, oracle_f, idle_f) in enumerate(getattr(ev, "_stab_frames", [])[:ev.cfg.videos]):
-        frames = []
-        for t in range(play_f.shape[0]):
-            panels = [_label(play_f[t], "model, scripted")]
-            if oracle_f is not None:
-                panels.append(_label(oracle_f[t], "oracle"))
-            panels.append(_label(idle_f[t], "model, no input"))
-            frames.append(np.concatenate(panels, 1))
-        p = vdir / f"stability_{k}.mp4"
-        write_mp4(p, frames, TICK_HZ)
-        written.append(str(p))
-    return written
-
-
-def summary_of(report: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers of a report (also the wandb summary)."""
-    s: dict[str, Any] = {}
-    fid = report.get("fidelity")
-    if fid:
-        hs = list(fid["tables"]["model"]["psnr"].keys())
-        h = "16" if "16" in hs else hs[-1]
-        for n in ("model", "model_noop_actions", "copy"):
-            s[f"PSNR@{h} {PRED_LABELS[n]}"] = fid["tables"][n]["psnr"][h]["mean"]
-        if "lpips" in fid["tables"]["model"]:
-            for n in ("model", "copy"):
-                s[f"LPIPS@{h} {PRED_LABELS[n]}"] = fid["tables"][n]["lpips"][h]["mean"]
-        if fid["delta_t_psnr"]:
-            s[f"delta-t PSNR@{h}"] = fid["delta_t_psnr"][h]["mean"]
-        s["teacher-forced token accuracy (model / copy)"] = (
-            f"{_fmt(fid['teacher_forced_token_accuracy']['model'])} / "
-            f"{_fmt(fid['teacher_forced_token_accuracy']['copy'])}")
-    ctl = report.get("controllability")
-    if ctl:
-        for a in RESPONSE_ACTIONS:
-            s[f"{a} response ratio"] = ctl["responses"][a]["model_ratio"]
-        if "judge" in ctl:
-            s["judge camera acc (model / truth)"] = (f"{_fmt(ctl['judge']['model']['camera_acc'])} / "
-                                                     f"{_fmt(ctl['judge']['truth']['camera_acc'])}")
-            s["judge key mean F1 (model / truth)"] = (f"{_fmt(ctl['judge']['model']['key_mean_f1'])} / "
-                                                      f"{_fmt(ctl['judge']['truth']['key_mean_f1'])}")
-    cf = report.get("counterfactuals", {})
-    if cf.get("summary"):
-        s["counterfactual PSNR (mean over presets)"] = M.nanmean([v["psnr"] for v in cf["summary"].values()])
-    st = report.get("stability")
-    if st:
-        for k, label in (("diversity", "codebook diversity in range"), ("grey", "no grey collapse"),
-                         ("flashing", "no periodic flashing"), ("noop_drift", "no idle drift")):
-            s[f"stability: {label}"] = all(x[k]["pass"] for x in st["starts"])
-    return s
-
-
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -1229,19 +578,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return _jsonable(obj.tolist())
     return obj
-
-
-def log_wandb(cfg: EvalConfig, report: dict[str, Any], out: Path) -> None:
-    try:
-        import wandb
-
-        run = wandb.init(project=cfg.wandb_project, mode=cfg.wandb, dir=str(out), job_type="evaluate",
-                         config=report["config"])
-        run.summary.update({k: v for k, v in report["summary"].items() if isinstance(v, (int, float, bool, str))})
-        run.log({p.stem: wandb.Image(str(p)) for p in sorted(out.glob("*.png"))})
-        run.finish()
-    except Exception as e:  # wandb problems must never lose the report already written
-        print(f"warning: wandb logging failed ({type(e).__name__}: {e}); the report is on disk", file=sys.stderr)
 
 
 def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None) -> dict[str, Any]:
@@ -1310,7 +646,9 @@ def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None
     if judge is not None:
         report["judge_note"] = judge_note
         report["judge_heldout_truth"] = judge.info.get("val", {})
-    report.update(ev.clips_section(clips, judge))
+    drawn = SectionFrames()
+    clip_report, drawn.clips = ev.clips_section(clips, judge)
+    report.update(clip_report)
 
     t0 = time.perf_counter()
     frame_size = (int(meta.get("frame_size", [128, 72])[0]), int(meta.get("frame_size", [128, 72])[1]))
@@ -1318,28 +656,29 @@ def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None
                                              max(cfg.counterfactual_starts, cfg.stability_episodes), ev.encode,
                                              frame_size)
     if bw_starts:
-        report["counterfactuals"] = ev.counterfactual_section(bw_starts[:cfg.counterfactual_starts])
+        report["counterfactuals"], drawn.counterfactuals = ev.counterfactual_section(
+            bw_starts[:cfg.counterfactual_starts])
     else:
         report["counterfactuals"] = {"skipped": bw_reason or "no block-world episodes among the held-out files"}
     ev.timings["counterfactuals_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     stab_starts = bw_starts[:cfg.stability_episodes] or clip_starts(clips, cfg.context, cfg.stability_episodes)
-    ref_frames = ev._clip_frames["truth"].reshape((-1,) + ev._clip_frames["truth"].shape[2:])
+    ref_frames = drawn.clips.truth.reshape((-1,) + drawn.clips.truth.shape[2:])  # [B*N, H, W, 3]
     from dataset import open_shard
 
     ref_div = M.nanmean([M.codebook_diversity(np.asarray(open_shard(root / f)["tokens"]), TICK_HZ).mean()
                          for f in files[:cfg.episodes]])
-    report["stability"] = ev.stability_section(stab_starts, ref_frames, ref_div)
+    report["stability"], drawn.stability = ev.stability_section(stab_starts, ref_frames, ref_div)
     ev.timings["stability_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     plot_fidelity(report["fidelity"], out / "fidelity.png")
     plot_controllability(report["controllability"], out / "controllability.png")
     plot_stability(report["stability"], out / "stability.png")
-    if getattr(ev, "_cf_frames", None):
-        plot_counterfactuals(ev._cf_frames, out / "counterfactuals.png")
-    report["videos"] = write_videos(ev, out) if cfg.videos > 0 else []
+    if drawn.counterfactuals:
+        plot_counterfactuals(drawn.counterfactuals, out / "counterfactuals.png")
+    report["videos"] = write_videos(drawn, out, cfg.videos) if cfg.videos > 0 else []
     ev.timings["outputs_s"] = time.perf_counter() - t0
     report["notes"] = notes
     report["timings"] = {k: round(v, 2) for k, v in ev.timings.items()}
@@ -1349,7 +688,7 @@ def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None
     atomic_write_json(out / "report.json", report)
     write_markdown(report, out / "report.md")
     if cfg.wandb != "disabled":
-        log_wandb(cfg, report, out)
+        log_wandb(cfg.wandb, cfg.wandb_project, report, out)
     report["out"] = str(out)
     return report
 
@@ -1368,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for k, v in report["summary"].items():
-        print(f"  {k}: {_fmt(v) if not isinstance(v, str) else v}")
+        print(f"  {k}: {fmt(v) if not isinstance(v, str) else v}")
     print(f"evaluation report: {Path(report['out']) / 'report.md'} (numbers: report.json, plots: *.png, "
           f"videos: videos/)")
     return 0

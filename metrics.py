@@ -1,4 +1,4 @@
-"""Pure metric functions on frames and tokens, used by evaluate.py and tests.
+"""Pure metric functions on frames, tokens and actions, used by evaluate.py and tests.
 
 Frames are numpy arrays [..., H, W, 3], either uint8 or float in [0, 1] (`to_float01` normalises both).
 Nothing here loads a model or touches the disk; LPIPS takes the network as an argument.
@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+
+from actions import RAW
 
 PSNR_CAP_DB = 100.0
 """PSNR of identical frames (MSE 0) is reported as this many dB instead of infinity, so means stay finite."""
@@ -378,3 +380,85 @@ def nanmean(x: Sequence[float] | np.ndarray) -> float:
     v = np.array([np.nan if e is None else e for e in np.asarray(x, dtype=object).ravel()], np.float64)
     v = v[np.isfinite(v)]
     return float(v.mean()) if v.size else float("nan")
+
+
+# ----------------------------------------------------------------------------- controllability of clips
+
+RESPONSE_ACTIONS = ("yaw", "pitch", "forward", "back", "strafe", "jump", "noop")
+# Controllability: a ground-truth response smaller than this cannot be divided by (the ratio is omitted).
+RESPONSE_FLOORS = {"yaw": 0.05, "pitch": 0.05, "forward": 0.002, "back": 0.002, "strafe": 0.1, "jump": 0.5,
+                   "noop": 0.5 / 255}
+JUMP_WINDOW = 10
+"""Frames after a jump press over which the vertical shift is accumulated (a jump lasts ~0.6 s)."""
+
+
+def pixel_measures(frames: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
+    """Motion measured in each transition of clips: frames uint8 [B, T+1, H, W, 3], actions [B, T, 9] ->
+    dx, dy [B, T] (phase correlation), change [B, T], expansion [B, T] (NaN where neither forward nor back
+    is held: optical flow is only computed where it is needed)."""
+    b, t = actions.shape[:2]
+    dx, dy, change = np.zeros((b, t)), np.zeros((b, t)), np.zeros((b, t))
+    exp = np.full((b, t), np.nan)
+    for i in range(b):
+        sh = shifts(frames[i])
+        dx[i], dy[i] = sh[:, 0], sh[:, 1]
+        change[i] = frame_change(frames[i])
+        for s in range(t):
+            if actions[i, s, RAW["forward"]] >= 0.5 or actions[i, s, RAW["back"]] >= 0.5:
+                exp[i, s] = radial_expansion(frames[i, s], frames[i, s + 1])
+    return {"dx": dx, "dy": dy, "change": change, "expansion": exp}
+
+
+def action_masks(actions: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean masks [...] of the steps of raw actions [..., 9] where one movement is held alone, and of
+    no-op steps (no key, camera still)."""
+    a = actions
+    yaw, pitch = a[..., RAW["yaw_deg"]], a[..., RAW["pitch_deg"]]
+    keys = a[..., 2:] >= 0.5
+    still_cam = (np.abs(yaw) < 0.5) & (np.abs(pitch) < 0.5)
+    fwd = (a[..., RAW["forward"]] >= 0.5) & (a[..., RAW["back"]] < 0.5)
+    back = (a[..., RAW["back"]] >= 0.5) & (a[..., RAW["forward"]] < 0.5)
+    left = (a[..., RAW["left"]] >= 0.5) & (a[..., RAW["right"]] < 0.5)
+    right = (a[..., RAW["right"]] >= 0.5) & (a[..., RAW["left"]] < 0.5)
+    return {"forward": fwd, "back": back, "strafe_left": left, "strafe_right": right,
+            "noop": still_cam & ~keys.any(-1)}
+
+
+def responses(meas: dict[str, np.ndarray], actions: np.ndarray) -> dict[str, float]:
+    """Per-action responses of one predictor on clips (see the module docstring for units and signs):
+    yaw and pitch in px per degree (positive = turns the commanded way), forward/back as the mean
+    expansion per frame while held (forward > 0, back < 0), strafe as the mean sideways scene shift per
+    frame against the step (px; strafing left moves the scene right, counted positive), jump as the mean
+    peak downward scene shift after a press (px), noop as the mean frame change while nothing is pressed."""
+    yaw, pitch = actions[..., RAW["yaw_deg"]], actions[..., RAW["pitch_deg"]]
+    m = action_masks(actions)
+    out = {"yaw": response_slope(yaw, -meas["dx"]), "pitch": response_slope(pitch, -meas["dy"])}
+    for k in ("forward", "back"):
+        v = meas["expansion"][m[k]]
+        out[k] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    side = np.concatenate([meas["dx"][m["strafe_left"]], -meas["dx"][m["strafe_right"]]])
+    out["strafe"] = float(side.mean()) if side.size else float("nan")
+    jump = actions[..., RAW["jump"]] >= 0.5
+    profiles = []
+    for i in range(actions.shape[0]):
+        onsets = [s for s in range(actions.shape[1]) if jump[i, s] and (s == 0 or not jump[i, s - 1])]
+        profiles.append(jump_profile(meas["dy"][i], onsets, JUMP_WINDOW))
+    out["jump"] = jump_response(np.concatenate(profiles))[0] if profiles else float("nan")
+    nm = meas["change"][m["noop"]]
+    out["noop"] = float(nm.mean()) if nm.size else float("nan")
+    return out
+
+
+def response_table(resp: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """{predictor: responses} (with "truth") -> per action: truth, each predictor and its ratio to truth."""
+    truth = resp["truth"]
+    table: dict[str, Any] = {}
+    for action in RESPONSE_ACTIONS:
+        row: dict[str, Any] = {"truth": truth[action], "floor": RESPONSE_FLOORS[action]}
+        for name, r in resp.items():
+            if name == "truth":
+                continue
+            row[name] = r[action]
+            row[f"{name}_ratio"] = ratio(r[action], truth[action], RESPONSE_FLOORS[action])
+        table[action] = row
+    return table

@@ -35,7 +35,7 @@ import numpy as np
 
 from actions import KEY_FIELDS, RAW, RAW_FIELDS, noop, validate_raw
 
-TICK_HZ = 16
+TICK_HZ = 16.0
 DEFAULT_PRESET_FRAMES = 96
 """Six seconds at 16 Hz: turn-left-360 then turns 3.75 degrees per step."""
 

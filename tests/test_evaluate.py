@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import eval_inputs as EI
 import evaluate as E
 import metrics as M
 from actions import RAW, make_raw, noop
@@ -122,7 +123,7 @@ def test_copy_last_frame_model_scores_exactly_the_copy_baseline(tiny_setup, tmp_
     cfg = E.EvalConfig(model=str(wm), data=str(shards), out=str(tmp_path), quick=True, context=3,
                        counterfactual_frames=4, stability_seconds=1, judge_steps=3, videos=0, lpips=False,
                        device="cpu")
-    report = E.evaluate(cfg, bundle=bundle, model=E.CopyPredictor())
+    report = E.evaluate(cfg, bundle=bundle, model=EI.CopyPredictor())
     assert report["videos"] == [] and "lpips" not in report["fidelity"]["tables"]["model"]
     fid = report["fidelity"]
     assert fid["tables"]["model"] == fid["tables"]["copy"]
@@ -146,11 +147,11 @@ def test_ground_truth_model_is_perfect_and_ratios_are_one(tiny_setup):
     wm, _, shards, _ = tiny_setup
     bundle = load_bundle(wm, device="cpu")
     files = split_files(shards, 0.0)[0]
-    clips, _ = E.load_clips(shards, files, context=3, horizon=16, per_episode=2, max_episodes=3)
+    clips, _ = EI.load_clips(shards, files, context=3, horizon=16, per_episode=2, max_episodes=3)
     assert len(clips) == 6
     by_ctx = {cl.tokens[:3].tobytes(): cl for cl in clips}
 
-    class Truth(E.Predictor):
+    class Truth(EI.Predictor):
         def rollout(self, ctx, ctx_a, fut):
             out = []
             for c, a in zip(ctx, fut):
@@ -164,11 +165,13 @@ def test_ground_truth_model_is_perfect_and_ratios_are_one(tiny_setup):
 
     cfg = E.EvalConfig(context=3, horizons=(1, 4, 16), lpips=False, device="cpu")
     ev = E.Evaluation(cfg, bundle, model=Truth())
-    ev.predictors = {"model": ev.model, "copy": E.CopyPredictor()}
-    sec = ev.clips_section(clips, judge=None)
+    ev.predictors = {"model": ev.model, "copy": EI.CopyPredictor()}
+    sec, drawn = ev.clips_section(clips, judge=None)
     t = sec["fidelity"]["tables"]["model"]
     assert all(t["psnr"][h]["mean"] == M.PSNR_CAP_DB for h in ("1", "4", "16"))
     assert sec["fidelity"]["teacher_forced_token_accuracy"]["model"] == 1.0
+    # The section returns the frames it drew (for the report's videos): the model's are the truth's.
+    assert np.array_equal(drawn.predicted["model"], drawn.truth) and drawn.actions.shape[:2] == drawn.truth.shape[:2]
     # The tiny VQ-VAE's random decoder draws nearly flat frames, so most responses fall below their
     # floors here (test_response_signs_on_block_world_presets measures real frames); whatever is
     # measurable must be exactly the truth's.
@@ -191,7 +194,7 @@ def test_response_signs_on_block_world_presets():
     for preset in ("turn-right-360", "walk-forward", "walk-back", "strafe-left", "jump"):
         a = preset_actions(preset, 90 if preset == "turn-right-360" else 12)[None, :12]  # turns: 4 deg/step
         frames = np.concatenate([first, rollout(world, state, a[0], (128, 72))[None]], 1)
-        got[preset] = E.responses(E.pixel_measures(frames, a), a)
+        got[preset] = M.responses(M.pixel_measures(frames, a), a)
     assert got["turn-right-360"]["yaw"] > 0.5
     assert got["walk-forward"]["forward"] > 0.005 and got["walk-back"]["back"] < -0.005
     assert got["strafe-left"]["strafe"] > 0.1
@@ -229,12 +232,12 @@ def test_helpers_quick_caps_random_actions_and_script():
     assert cfg.episodes == 1 and cfg.horizons == (1, 4, 16) and cfg.stability_seconds == 4.0
     assert E.apply_quick(E.EvalConfig()).horizons == (1, 4, 16, 64)
     acts = np.arange(4 * 3 * 9, dtype=np.float32).reshape(4, 3, 9)
-    other = E.other_clip_actions(acts, seed=1)
+    other = EI.other_clip_actions(acts, seed=1)
     assert all(not np.array_equal(other[i], acts[i]) for i in range(4))
     assert sorted(o[0, 0] for o in other) == sorted(a[0, 0] for a in acts)
     script = E.scripted_play(100, seed=0)
     assert script.shape == (100, 9) and (script[:32, RAW["forward"]] == 1).all()
-    noops = E.noop_actions(np.stack([make_raw(3, forward=1)]))
+    noops = EI.noop_actions(np.stack([make_raw(3, forward=1)]))
     assert np.array_equal(noops, noop(1))
 
 
