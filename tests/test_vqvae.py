@@ -303,3 +303,31 @@ def test_perturbed_copy_is_a_small_shift_plus_noise():
     assert y.shape == x.shape
     noisy = vq_train.perturbed(x, 0, 2.0, torch.Generator().manual_seed(0))
     assert float((noisy - x).abs().max()) <= 2.0 / 127.5 + 1e-6
+
+
+def test_frame_pool_close_stops_and_joins_the_refresh_thread(video_dir):
+    from vq_vae.data import FramePool, find_videos
+
+    pool = FramePool(find_videos([video_dir]), (128, 72), capacity=8, seed=0)
+    assert pool._thread is not None and pool._thread.is_alive()  # 48 frames > 8: the pool refreshes
+    thread = pool._thread
+    pool.close()
+    assert not thread.is_alive()
+    pool.close()  # idempotent
+
+
+def test_cli_exits_zero_every_time_with_a_refreshing_pool(video_dir, tmp_path):
+    # a decode thread left running at interpreter shutdown used to abort some runs with status 134
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[1]
+    for i in range(5):
+        run = subprocess.run([sys.executable, "-m", "vq_vae.train", "--data", str(video_dir), "--run-dir",
+                              str(tmp_path / f"run{i}"), "--preset", "tiny", "--max-steps", "2", "--pool-frames",
+                              "8", "--cpu-threads", "1"], cwd=root, env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert run.returncode == 0, (i, run.returncode, run.stderr[-2000:])
+        assert (tmp_path / f"run{i}" / "vqvae.pt").is_file()

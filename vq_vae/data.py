@@ -5,10 +5,14 @@ Any folder holding `*.mp4` files (GameFactory layout `DIR/video/*.mp4`, block-wo
 `video_io`, resized to the tokenizer's size with `video_io.resize` (area interpolation, as preprocess.py
 does) and kept in a uint8 pool in memory. When the pool holds every frame (block-world sized data) it is
 filled once; otherwise (real data: hours of video) a background thread keeps replacing random slots with
-frames of randomly chosen videos, so batches mix many videos without decoding per sample.
+frames of randomly chosen videos, so batches mix many videos without decoding per sample. That thread is
+stopped and joined by `FramePool.close()` (also registered with atexit): a thread left inside PyAV /
+OpenCV at interpreter shutdown aborts the process ("terminate called without an active exception",
+exit status 134) after the run has finished.
 """
 from __future__ import annotations
 
+import atexit
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -35,10 +39,13 @@ def find_videos(dirs: Sequence[str | Path]) -> list[Path]:
 
 
 def load_video_frames(path: Path, size: tuple[int, int], stride: int = 1,
-                      max_frames: int | None = None) -> np.ndarray:
-    """Every `stride`-th frame of one video resized to size=(w, h): uint8 [N, h, w, 3]; VideoError if bad."""
+                      max_frames: int | None = None, stop: threading.Event | None = None) -> np.ndarray | None:
+    """Every `stride`-th frame of one video resized to size=(w, h): uint8 [N, h, w, 3]; VideoError if bad.
+    None if `stop` was set before the video was read to the end."""
     frames = []
     for i, f in enumerate(video_io.iter_frames(path)):
+        if stop is not None and stop.is_set():
+            return None
         if i % stride:
             continue
         frames.append(video_io.resize(f, size))
@@ -59,6 +66,8 @@ class FramePool:
         self.stride = stride
         self.bad: list[tuple[str, str]] = []
         self._rng = np.random.default_rng(seed)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         chunks: list[np.ndarray] = []
         total = 0
         order = self._rng.permutation(len(self.videos))
@@ -75,16 +84,16 @@ class FramePool:
                                       + (" ..." if len(self.videos) > 5 else ""))
         self.frames = np.concatenate(chunks)[:capacity] if total > capacity else np.concatenate(chunks)
         self.complete = total <= capacity and len(chunks) == len(self.videos) - len(self.bad)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         if refresh and not self.complete:
             # the pool holds a sample of the data: keep swapping in frames of other videos
-            self._thread = threading.Thread(target=self._refresh_loop, daemon=True)
+            self._thread = threading.Thread(target=self._refresh_loop, daemon=True, name="FramePool-refresh")
             self._thread.start()
+            # the last line of defence when the owner never reaches close() (an error before its finally)
+            atexit.register(self.close)
 
     def _load(self, path: Path) -> np.ndarray | None:
         try:
-            return load_video_frames(path, self.size, self.stride)
+            return load_video_frames(path, self.size, self.stride, stop=self._stop)
         except video_io.VideoError as e:
             self.bad.append((str(path), str(e)))
             return None
@@ -99,7 +108,12 @@ class FramePool:
             self.frames[slots] = frames[: len(slots)]
 
     def close(self) -> None:
+        """Stop the refresh thread and wait for it (it checks between decoded frames, so this is quick)."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            atexit.unregister(self.close)
 
     def __len__(self) -> int:
         return len(self.frames)
