@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -563,27 +563,10 @@ def get_judge(cfg: EvalConfig, root: Path, bundle: Any, split: tuple[float, int]
     return judge, f"judge trained for {cfg.judge_steps} steps in {time.perf_counter() - t0:.0f} s, cached at {path}"
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
-
-
 def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None) -> dict[str, Any]:
     """Run every section and write the outputs; returns the report dict. `bundle` (rollout.Bundle) and
     `model` (a Predictor standing in for the world model) are for tests and notebooks."""
-    from ckpt_io import atomic_write_json
+    from ckpt_io import atomic_write_json, json_safe
     from config import to_dict
     from dataset import read_meta
     from rollout import load_bundle
@@ -684,7 +667,7 @@ def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None
     report["timings"] = {k: round(v, 2) for k, v in ev.timings.items()}
     report["seconds"] = time.perf_counter() - t_start
     report["summary"] = summary_of(report)
-    report = _jsonable(report)
+    report = json_safe(report)
     atomic_write_json(out / "report.json", report)
     write_markdown(report, out / "report.md")
     if cfg.wandb != "disabled":
@@ -695,17 +678,16 @@ def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ckpt_io import CheckpointError
-    from config import main_config
+    from config import ConfigError, exit_on_error, main_config
 
     cfg = main_config(EvalConfig, argv=argv)
-    if not cfg.model or not cfg.data:
-        print("error: --model and --data are required", file=sys.stderr)
-        return 2
-    try:
-        report = evaluate(cfg)
-    except (ValueError, CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+
+    def body() -> dict[str, Any]:
+        if not cfg.model or not cfg.data:
+            raise ConfigError("--model and --data are required")
+        return evaluate(cfg)
+
+    report = exit_on_error(body, (ValueError, CheckpointError, FileNotFoundError))
     for k, v in report["summary"].items():
         print(f"  {k}: {fmt(v) if not isinstance(v, str) else v}")
     print(f"evaluation report: {Path(report['out']) / 'report.md'} (numbers: report.json, plots: *.png, "

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from actions import ENC_FIELDS, KEYS_SLICE, PITCH_SLICE, YAW_SLICE, ActionEncoding
+from ckpt_io import json_safe
 from metrics import binary_scores
 
 JUDGE_KIND = "idm_judge"
@@ -470,13 +471,18 @@ def recorded_vqvae_path(meta: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from config import main_config
-    from devices import resolve_device
+    from config import exit_on_error, main_config
 
     cfg = main_config(JudgeConfig, argv=argv)
+    return exit_on_error(lambda: _run(cfg), (ValueError, FileNotFoundError))
+
+
+def _run(cfg: JudgeConfig) -> int:
+    from config import ConfigError
+    from devices import resolve_device
+
     if not cfg.data:
-        print("error: --data is required (a shard folder or a raw video folder)", file=sys.stderr)
-        return 2
+        raise ConfigError("--data is required (a shard folder or a raw video folder)")
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
     dev = resolve_device(cfg.device)
@@ -488,9 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         vq_path = cfg.vqvae or recorded_vqvae_path(read_meta(root))
         if not vq_path or not Path(vq_path).is_file():
-            print(f"error: {root / 'meta.json'} names VQ-VAE {vq_path!r}, which is not a file; pass --vqvae",
-                  file=sys.stderr)
-            return 2
+            raise ConfigError(f"{root / 'meta.json'} names VQ-VAE {vq_path!r}, which is not a file; pass --vqvae")
         vq = load_vqvae(vq_path, device=dev)
         judge = train_from_shards(root, vq, vqvae_identity(vq_path), encoding, cfg.val_fraction,
                                   cfg.split_seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.width,
@@ -508,19 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     judge.info["config"] = to_dict(cfg)
     save_judge(cfg.out, judge.net, encoding, judge.info)
     print(judge_summary(judge.info))
-    print(json.dumps(_finite_or_none({"out": cfg.out, "val": judge.info.get("val", {})})))
+    print(json.dumps(json_safe({"out": cfg.out, "val": judge.info.get("val", {})})))
     return 0
-
-
-def _finite_or_none(obj: Any) -> Any:
-    """NaN/inf -> None recursively, so the printed JSON is valid."""
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 if __name__ == "__main__":

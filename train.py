@@ -686,10 +686,8 @@ def _in_main_thread() -> bool:
 def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.main_config(TrainConfig, PRESETS, default_preset="laptop", argv=argv)
     try:
-        run(cfg)
-    except (TrainingError, ckpt_io.CheckpointError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        config_mod.exit_on_error(lambda: run(cfg),
+                                 (TrainingError, ckpt_io.CheckpointError, ValueError, FileNotFoundError))
     finally:
         import torch.distributed as tdist
 

@@ -243,12 +243,14 @@ def test_helpers_quick_caps_random_actions_and_script():
 
 def test_bad_inputs_are_clean_errors(tiny_setup, tmp_path, capsys):
     wm, _, shards, _ = tiny_setup
-    assert E.main(["--data", str(shards)]) == 2
-    assert E.main(["--model", str(tmp_path / "missing.pt"), "--data", str(shards), "--device", "cpu"]) == 1
-    assert "missing.pt" in capsys.readouterr().err
-    assert E.main(["--model", str(wm), "--data", str(shards), "--context", "40", "--device", "cpu",
-                   "--out", str(tmp_path / "o")]) == 1
-    assert "too short" in capsys.readouterr().err
+    for args, says in ((["--data", str(shards)], "--model and --data are required"),
+                       (["--model", str(tmp_path / "missing.pt"), "--data", str(shards), "--device", "cpu"],
+                        "missing.pt"),
+                       (["--model", str(wm), "--data", str(shards), "--context", "40", "--device", "cpu",
+                         "--out", str(tmp_path / "o")], "too short")):
+        with pytest.raises(SystemExit) as e:
+            E.main(args)
+        assert e.value.code == 2 and says in capsys.readouterr().err
 
 
 def test_bench_run_all_writes_results_and_table(tmp_path, monkeypatch):

@@ -14,7 +14,8 @@ import pytest
 import preprocess
 from actions import RAW, VPT_DEG_PER_PIXEL, from_gamefactory
 from dataset import TokenWindowDataset, open_shard
-from preprocess import PreprocessConfig, main, run, run_check
+from preprocess import PreprocessConfig, main, run
+from preprocess_check import run_check
 from preprocess_fixtures import (tiny_vqvae, write_gamefactory, write_minerl, write_vpt,
                                  write_zero_frame_mp4)
 from video_io import read_frames

@@ -398,9 +398,10 @@ def test_mismatched_vqvae_is_refused_naming_the_files(setup, lpips_net, tmp_path
 
 
 def test_cli_main_reports_errors_cleanly(setup, tmp_path, capsys):
-    code = train.main(["--preset", "tiny", "--data", str(tmp_path / "missing"), "--vqvae", str(setup["vq"]),
-                       "--run-dir", str(tmp_path / "x"), "--wandb", "disabled", "--progress", "false"])
-    assert code == 1 and "meta.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        train.main(["--preset", "tiny", "--data", str(tmp_path / "missing"), "--vqvae", str(setup["vq"]),
+                    "--run-dir", str(tmp_path / "x"), "--wandb", "disabled", "--progress", "false"])
+    assert e.value.code == 2 and "meta.json" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         train.main(["--preset", "tiny", "--seq-len", "4", "--ar-max-len", "3"])
     assert e.value.code == 2 and "never grows" in capsys.readouterr().err
