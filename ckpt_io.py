@@ -5,6 +5,11 @@ never leaves a half-written file behind. Checkpoints are dicts saved with torch.
 `kind` (e.g. "vqvae", "world_model", "train_state"), a format version, the action schema version and
 whatever identity the caller adds (config, VQ-VAE hash); `load_checkpoint` checks them strictly and names
 the file in every error.
+
+Loading never runs code from the file: checkpoints are read with `torch.load(weights_only=True)`, so they
+may hold only tensors and plain Python values (dicts, lists, tuples, str, numbers, None). RNG states are
+stored in that form (`numpy_rng_state`); a file whose pickle names anything else (os.system, a class) is
+refused with one CheckpointError before any of it is run.
 """
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -121,10 +128,7 @@ def load_checkpoint(path: str | Path, kind: str, format_version: int,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        record = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    record = _safe_load(path, map_location)
     if not isinstance(record, dict) or "kind" not in record:
         raise CheckpointError(f"{path}: not an Ochre checkpoint (no 'kind' field)")
     if record["kind"] != kind:
@@ -136,3 +140,104 @@ def load_checkpoint(path: str | Path, kind: str, format_version: int,
         raise CheckpointError(f"{path}: action schema version {record.get('action_schema_version')} "
                               f"differs from this code's {ACTION_SCHEMA_VERSION}")
     return record
+
+
+def _legacy_numpy_globals() -> list[Any]:
+    """What an older train state's numpy RNG tuple (np.random.get_state(): a uint32 ndarray) needs to
+    unpickle: array reconstruction and dtype classes only, under both numpy 1 and 2 module names. These
+    build arrays from data; they call nothing named by the file."""
+    import numpy as np
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import _reconstruct
+
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+            (_reconstruct, "numpy._core.multiarray._reconstruct"),
+            (_reconstruct, "numpy.core.multiarray._reconstruct")]
+
+
+_LEGACY_NUMPY_NAMES = frozenset({"numpy.ndarray", "numpy.dtype", "numpy.dtypes.UInt32DType",
+                                 "numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct"})
+
+
+def _safe_load(path: Path, map_location: Any) -> Any:
+    """torch.load with weights_only=True: tensors and plain values only, nothing in the file is called.
+    A file that needs more is refused, except an older train state's numpy RNG arrays (_LEGACY_NUMPY_NAMES),
+    which load with just those array types allowed."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = e
+    except Exception as e:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if zipfile.is_zipfile(path):  # torch.save's format: list the globals its pickle names, running none
+        try:
+            names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception as e:
+            raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    else:
+        names = _raw_pickle_objects(path)
+        if names is None:
+            raise CheckpointError(f"{path}: not a readable checkpoint (neither a torch checkpoint nor a "
+                                  f"pickle)") from refused
+    if names and set(names) <= _LEGACY_NUMPY_NAMES:
+        try:
+            with torch.serialization.safe_globals(_legacy_numpy_globals()):
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{path}: written by an older version of Ochre (it holds numpy arrays) "
+                                  f"and cannot be read safely ({type(e).__name__}); start a fresh run or "
+                                  f"re-save it with this version") from e
+    what = f" ({', '.join(names)})" if names else ""
+    raise CheckpointError(f"{path}: contains code or objects that are not allowed in a checkpoint{what}; "
+                          f"refused to load it and ran none of it") from refused
+
+
+_OBJECT_OPS = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
+
+
+def _raw_pickle_objects(path: Path) -> list[str] | None:
+    """For a file that is not a torch zip: the globals its first pickle names (else any object-building
+    opcodes it uses), read with pickletools without running anything; None when it is not a pickle or
+    holds only plain values (then torch refused it for another reason)."""
+    import pickletools
+
+    found: list[str] = []
+    ops: set[str] = set()
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if isinstance(arg, str):
+                    strings.append(arg)
+                if op.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":  # module and name were the last two strings pushed
+                    found.append(".".join(strings[-2:]))
+                elif op.name in _OBJECT_OPS:
+                    ops.add(op.name)
+    except Exception:  # not a pickle (or a truncated one)
+        return None
+    return sorted(set(found)) or sorted(ops) or None
+
+
+def numpy_rng_state() -> dict[str, Any]:
+    """numpy's global RNG state in plain values (a weights_only checkpoint holds no ndarrays)."""
+    import numpy as np
+
+    st = np.random.get_state(legacy=False)
+    return {"bit_generator": st["bit_generator"], "key": [int(k) for k in st["state"]["key"]],
+            "pos": int(st["state"]["pos"]), "has_gauss": int(st["has_gauss"]), "gauss": float(st["gauss"])}
+
+
+def set_numpy_rng_state(state: Any) -> None:
+    """Restore numpy's global RNG from numpy_rng_state(), or from an older checkpoint's get_state() tuple."""
+    import numpy as np
+
+    if isinstance(state, dict):
+        state = (state["bit_generator"], np.asarray(state["key"], dtype=np.uint32), state["pos"],
+                 state["has_gauss"], state["gauss"])
+    np.random.set_state(state)

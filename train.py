@@ -398,7 +398,7 @@ class Trainer:
         return {"model_config": self.model_cfg.to_dict(), "train_config": config_mod.to_dict(self.cfg)}
 
     def state_dict(self, sampler_state: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:
-        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+        rng = {"python": random.getstate(), "numpy": ckpt_io.numpy_rng_state(), "torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
@@ -426,7 +426,7 @@ class Trainer:
         self.bad_streak = int(rec["bad_streak"])
         rng = rec["rng"]
         random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        ckpt_io.set_numpy_rng_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(rng["cuda"])
