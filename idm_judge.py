@@ -184,16 +184,33 @@ def targets(raw_actions: np.ndarray, encoding: ActionEncoding) -> dict[str, np.n
             "keys": enc[:, KEYS_SLICE] >= 0.5}
 
 
+def class_scores(pred: np.ndarray, target: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """Multi-class predictions and targets [N] (int) -> per class present in the targets (recall,
+    precision, F1, n), their mean recall (balanced accuracy) and mean F1 (macro-F1). Unlike plain accuracy,
+    these do not reward always answering the commonest class ("no turn")."""
+    per = {}
+    for c, name in enumerate(names):
+        if (target == c).any():
+            per[name] = binary_scores(pred == c, target == c)
+    recalls = [v["recall"] for v in per.values()]
+    f1s = [v["f1"] if math.isfinite(v["f1"]) else 0.0 for v in per.values()]
+    return {"balanced_acc": float(np.mean(recalls)) if recalls else float("nan"),
+            "macro_f1": float(np.mean(f1s)) if f1s else float("nan"), "classes": per}
+
+
 def score(pred: dict[str, np.ndarray], raw_actions: np.ndarray, encoding: ActionEncoding) -> dict[str, Any]:
-    """Compare judge predictions with the commanded raw actions [N, 9]: yaw/pitch bin accuracy, camera
-    accuracy (both bins right), per-key accuracy/precision/recall/F1, and the mean F1 over keys that
-    occur (NaN if none does)."""
+    """Compare judge predictions with the commanded raw actions [N, 9]: the camera score (the mean of the
+    yaw and pitch balanced accuracies), per-class yaw/pitch scores, plain bin accuracies, per-key
+    accuracy/precision/recall/F1, and the mean F1 over keys that occur (NaN if none does)."""
     t = targets(raw_actions, encoding)
     keys = {name: binary_scores(pred["keys"][:, i], t["keys"][:, i]) for i, name in enumerate(KEY_NAMES)}
     f1s = [v["f1"] for v in keys.values() if v["positives"] > 0 and math.isfinite(v["f1"])]
     yaw_ok, pitch_ok = pred["yaw"] == t["yaw"], pred["pitch"] == t["pitch"]
     moving = t["yaw"] != 2
-    return {"n": int(len(t["yaw"])), "yaw_acc": float(yaw_ok.mean()), "pitch_acc": float(pitch_ok.mean()),
+    yaw, pitch = class_scores(pred["yaw"], t["yaw"], YAW_NAMES), class_scores(pred["pitch"], t["pitch"], PITCH_NAMES)
+    return {"n": int(len(t["yaw"])), "camera_balanced_acc": (yaw["balanced_acc"] + pitch["balanced_acc"]) / 2,
+            "camera_macro_f1": (yaw["macro_f1"] + pitch["macro_f1"]) / 2, "yaw": yaw, "pitch": pitch,
+            "yaw_acc": float(yaw_ok.mean()), "pitch_acc": float(pitch_ok.mean()),
             "camera_acc": float((yaw_ok & pitch_ok).mean()),
             "yaw_acc_turning": float(yaw_ok[moving].mean()) if moving.any() else float("nan"),
             "key_mean_f1": float(np.mean(f1s)) if f1s else float("nan"), "keys": keys}

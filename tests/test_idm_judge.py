@@ -45,6 +45,10 @@ def test_targets_and_perfect_score():
     wrong = {"yaw": np.full(4, 2), "pitch": t["pitch"], "keys": np.zeros_like(t["keys"])}
     s = J.score(wrong, raw, enc)
     assert s["yaw_acc"] == 0.25 and s["yaw_acc_turning"] == 0.0 and s["key_mean_f1"] == 0.0
+    # Always answering "no turn": plain accuracy rewards it, balanced accuracy does not.
+    assert s["yaw"]["balanced_acc"] == 0.25 and s["yaw"]["classes"]["yaw_none"]["recall"] == 1.0
+    assert s["yaw"]["classes"]["yaw_hard_left"]["recall"] == 0.0 and "yaw_left" in s["yaw"]["classes"]
+    assert s["camera_balanced_acc"] == (0.25 + 1.0) / 2
     assert s["keys"]["W"]["recall"] == 0.0 and np.isnan(s["keys"]["sneak"]["f1"])
 
 
