@@ -288,7 +288,7 @@ def test_tiny_fsq_training_with_consistency_losses(video_dir, tmp_path):
     summary = vq_train.main(["--data", str(video_dir), "--run-dir", str(run), "--preset", "tiny",
                              "--quantizer", "fsq", "--fsq-levels", "5,3,3", "--max-steps", "6",
                              "--commitment-weight", "0.1", "--reencode-weight", "0.5", "--perturb-weight", "0.5",
-                             "--cpu-threads", "1"])
+                             "--consistency-frames", "2", "--cpu-threads", "1"])
     assert summary["step"] == 6
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite([r["reencode"], r["perturb"], r["commit"]]).all() for r in rows)

@@ -79,6 +79,14 @@ class VQTrainConfig(VQVAEConfig):
     reencode_weight: float = 0.0
     """Weight of the re-encoding consistency loss ||bounded(E(D(q))) - sg(q)||^2: the reconstruction,
     encoded again, should land on the code it was decoded from (idempotence). Costs an encoder pass."""
+    reencode_grad_decoder: bool = False
+    """Let the re-encoding loss train the decoder too (else the reconstruction is detached there and only
+    the encoder learns to read decoded frames back; cheaper, and the decoder keeps optimising pixels)."""
+    consistency_frames: int = 0
+    """Frames of each batch the re-encoding and perturbation losses use (0: all; fewer is cheaper)."""
+    consistency_start_step: int = 0
+    """Step after which the re-encoding and perturbation losses apply: from step 1 they collapse a fresh
+    encoder onto one code (a constant output is perfectly consistent)."""
     perturb_weight: float = 0.0
     """Weight of the perturbation consistency loss ||bounded(E(x')) - sg(q(x))||^2, x' = x shifted by up to
     perturb_shift pixels and with +-perturb_noise grey levels of noise: near-identical pictures should keep
@@ -216,16 +224,21 @@ def perturbed(x: torch.Tensor, shift: int, noise: float, gen: torch.Generator | 
 
 
 def consistency_terms(model: VQVAE, x: torch.Tensor, rec: torch.Tensor, idx: torch.Tensor,
-                      cfg: VQTrainConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(re-encoding term, perturbation term), each None when its weight is 0. Both pull the bounded encoder
-    output of a picture that should carry the same codes (the reconstruction; a shifted, noisy copy of x)
-    onto the code vectors chosen for x (stop-gradient). idx: [B, h, w]."""
-    if cfg.reencode_weight <= 0 and cfg.perturb_weight <= 0:
+                      cfg: VQTrainConfig, step: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(re-encoding term, perturbation term), each None when its weight is 0 or before
+    consistency_start_step. Both pull the bounded encoder output of a picture that should carry the same
+    codes (the reconstruction; a shifted, noisy copy of x) onto the code vectors chosen for x
+    (stop-gradient). idx: [B, h, w]."""
+    if (cfg.reencode_weight <= 0 and cfg.perturb_weight <= 0) or step <= cfg.consistency_start_step:
         return None, None
-    target = F.embedding(idx, model.codebook).permute(0, 3, 1, 2).detach().float()  # [B, D, h, w]
+    n = cfg.consistency_frames if cfg.consistency_frames > 0 else x.shape[0]
+    x, rec, idx = x[:n], rec[:n], idx[:n]
+    target = F.embedding(idx, model.codebook).permute(0, 3, 1, 2).detach().float()  # [n, D, h, w]
     reenc = pert = None
     if cfg.reencode_weight > 0:
-        reenc = F.mse_loss(model.quantizer.bounded(model.encoder(rec.clamp(-1.0, 1.0))).float(), target)
+        back = rec.clamp(-1.0, 1.0)
+        back = back if cfg.reencode_grad_decoder else back.detach()
+        reenc = F.mse_loss(model.quantizer.bounded(model.encoder(back)).float(), target)
     if cfg.perturb_weight > 0:
         xp = perturbed(x, cfg.perturb_shift, cfg.perturb_noise)
         pert = F.mse_loss(model.quantizer.bounded(model.encoder(xp)).float(), target)
@@ -413,7 +426,7 @@ def train(cfg: VQTrainConfig) -> dict[str, Any]:
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 rec, idx, commit, qstats = model(x)
                 gen_logits = disc(rec) if adv else None
-                reenc, pert = consistency_terms(model, x, rec, idx, cfg)
+                reenc, pert = consistency_terms(model, x, rec, idx, cfg, step)
                 loss, parts = reconstruction_loss(x, rec, commit, lpips_fn, cfg, gen_logits, reenc, pert)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
