@@ -11,18 +11,51 @@ def test_raw_layout_and_versions():
     assert isinstance(A.ACTION_SCHEMA_VERSION, int)
 
 
+BINS = A.ActionEncoding(camera="bins")
+
+
 @pytest.mark.parametrize("yaw,expected_bin", [(-10, 0), (-2, 1), (0, 2), (0.5, 2), (-0.5, 2), (2, 3), (10, 4)])
 def test_yaw_bins(yaw, expected_bin):
-    enc = A.encode(A.make_raw(yaw_deg=yaw))
+    enc = A.encode(A.make_raw(yaw_deg=yaw), BINS)
     assert enc[A.YAW_SLICE].argmax() == expected_bin
     assert enc[A.YAW_SLICE].sum() == 1.0
 
 
 @pytest.mark.parametrize("pitch,expected_bin", [(-3, 0), (0, 1), (3, 2)])
 def test_pitch_bins_plus_looks_down(pitch, expected_bin):
-    enc = A.encode(A.make_raw(pitch_deg=pitch))
+    enc = A.encode(A.make_raw(pitch_deg=pitch), BINS)
     assert enc[A.PITCH_SLICE].argmax() == expected_bin
     assert A.ENC_FIELDS[A.PITCH_SLICE.start + expected_bin] == ["pitch_up", "pitch_none", "pitch_down"][expected_bin]
+
+
+@pytest.mark.parametrize("yaw,pitch", [(0, 0), (1, 1.5), (2.5, -3), (-5, 6), (-7.25, -0.2), (10, -6)])
+def test_graded_camera_is_continuous_and_reads_back(yaw, pitch):
+    e = A.ActionEncoding()
+    assert e.camera == "graded"
+    enc = e.encode(A.make_raw(yaw_deg=yaw, pitch_deg=pitch))
+    y, p = enc[A.YAW_SLICE], enc[A.PITCH_SLICE]
+    assert y.sum() == pytest.approx(1.0) and p.sum() == pytest.approx(1.0)
+    assert (y >= 0).all() and (p >= 0).all() and (y > 0).sum() <= 2 and (p > 0).sum() <= 2
+    assert float(y @ np.array(e.yaw_centres)) == pytest.approx(yaw, abs=1e-5)
+    assert float(p @ np.array(e.pitch_centres)) == pytest.approx(pitch, abs=1e-5)
+
+
+def test_graded_camera_tells_turn_speeds_apart_and_saturates():
+    e = A.ActionEncoding()
+    codes = [tuple(e.encode(A.make_raw(yaw_deg=v))[A.YAW_SLICE]) for v in (1.0, 2.5, 5.0, 10.0)]
+    assert len(set(codes)) == 4  # one-hot bins put 1 and 2.5 (and 5 and 10) in the same bin
+    np.testing.assert_array_equal(e.encode(A.make_raw(yaw_deg=40.0)), e.encode(A.make_raw(yaw_deg=10.0)))
+    # No turn is exactly the "none" slot, as in the binned encoding.
+    np.testing.assert_array_equal(e.encode(A.make_raw()), BINS.encode(A.make_raw()))
+
+
+def test_encoding_round_trips_and_old_checkpoints_mean_bins():
+    e = A.ActionEncoding()
+    assert A.ActionEncoding.from_dict(e.to_dict()) == e
+    old = {"yaw_edges": [-4.0, -0.5, 0.5, 4.0], "pitch_edges": [-0.5, 0.5]}
+    assert A.ActionEncoding.from_dict(old).camera == "bins"
+    with pytest.raises(ValueError):
+        A.ActionEncoding(camera="wobbly")
 
 
 def test_keys_encoding_order_and_fractions():
