@@ -25,8 +25,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from actions import ACTION_SCHEMA_VERSION, RAW_DIM, from_gamefactory, noop, validate_raw
-from rollout import Bundle, IncompatibleError, decode_tokens, encode_frames
+from actions import RAW_DIM, from_gamefactory, noop, validate_raw
+from compat import THIS_CODE, IncompatibleError, Side, check_compatible, shards_side, vqvae_side
+from rollout import Bundle, decode_tokens, encode_frames
 
 
 @dataclass
@@ -100,25 +101,20 @@ def _fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _shard_context(bundle: Bundle, path: Path, start: int, c: int, spec: str) -> Context:
     if not path.is_file():
         raise ValueError(f"{path}: shard not found")
+    vq = vqvae_side(bundle.vqvae, bundle.vqvae_path, bundle.vqvae_identity)
     meta_path = path.parent / "meta.json"
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        schema = meta.get("action_schema_version")
-        if schema is not None and int(schema) != ACTION_SCHEMA_VERSION:
-            raise IncompatibleError(f"shard {path} (meta {meta_path}) stores actions of schema v{schema}, this "
-                                    f"code and world model {bundle.model_path} use v{ACTION_SCHEMA_VERSION}")
-        ident = meta.get("vqvae_identity")
-        if ident and ident != bundle.vqvae_identity:
-            raise IncompatibleError(f"shard {path} (meta {meta_path}) was encoded by VQ-VAE identity {ident}, "
-                                    f"but VQ-VAE {bundle.vqvae_path} is {bundle.vqvae_identity}")
+        shards = shards_side(json.loads(meta_path.read_text()), path, what="shard")
+        check_compatible(shards, THIS_CODE)
+        check_compatible(shards, vq)
     try:
         with np.load(path) as z:
             tokens, actions = np.asarray(z["tokens"]), np.asarray(z["actions"], dtype=np.float32)
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"{path}: not a readable token shard ({e})") from e
-    if tokens.ndim != 3 or tuple(tokens.shape[1:]) != bundle.grid:
-        raise IncompatibleError(f"shard {path} holds {tuple(tokens.shape[1:])} token grids but VQ-VAE "
-                                f"{bundle.vqvae_path} uses {bundle.grid}")
+    if tokens.ndim != 3:
+        raise ValueError(f"{path}: tokens {tokens.shape} are not [frames, h, w]")
+    check_compatible(Side("shard", str(path), grid=tuple(tokens.shape[1:])), vq)
     if int(tokens.max()) >= bundle.codebook_size:
         raise IncompatibleError(f"shard {path} holds code {int(tokens.max())}, beyond the {bundle.codebook_size} "
                                 f"codes of VQ-VAE {bundle.vqvae_path}")

@@ -1,4 +1,5 @@
-"""Device choice, mixed precision and device-synchronised timing: one place for every script.
+"""Device choice, data-parallel processes, mixed precision and device-synchronised timing: one place for
+every script.
 
 `resolve_device` follows torchrun's LOCAL_RANK so each data-parallel process (train.py, preprocess.py) takes
 its own GPU; a single process gets cuda:0, the same device as plain "cuda".
@@ -8,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +28,47 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {spec} was asked for but no CUDA GPU is available")
     return dev
+
+
+@dataclass
+class Dist:
+    """This process's place among torchrun's data-parallel training processes."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: str = "auto") -> "Dist":
+        """RANK/WORLD_SIZE/LOCAL_RANK from torchrun; with several processes, joins the process group (NCCL
+        when `device` may be a GPU and one is available, else gloo)."""
+        d = cls(rank=int(os.environ.get("RANK", 0)), world=int(os.environ.get("WORLD_SIZE", 1)),
+                local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+        if d.world > 1:
+            import torch.distributed as tdist
+
+            if not tdist.is_initialized():
+                tdist.init_process_group("nccl" if device != "cpu" and torch.cuda.is_available() else "gloo")
+        return d
+
+
+def all_reduce_mean_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    """Average the gradients over the processes in one flat all-reduce (missing gradients count as 0)."""
+    import torch.distributed as tdist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])  # [n_params]
+    tdist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
 
 
 def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:

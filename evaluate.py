@@ -52,6 +52,7 @@ from eval_report import (ClipFrames, CounterfactualFrames, SectionFrames, Stabil
                          log_wandb, plot_controllability, plot_counterfactuals, plot_fidelity, plot_stability,
                          summary_of, write_markdown, write_videos, fmt)
 from actions import RAW, RAW_DIM
+from compat import check_compatible, shards_side, vqvae_side
 from presets import TICK_HZ
 
 
@@ -588,11 +589,7 @@ def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None
     out.mkdir(parents=True, exist_ok=True)
     meta = read_meta(root)
     notes: list[str] = []
-    if meta.get("vqvae_identity") and meta["vqvae_identity"] != bundle.vqvae_identity:
-        from rollout import IncompatibleError
-
-        raise IncompatibleError(f"shards {root} were encoded by VQ-VAE {meta['vqvae_identity']}, but the model "
-                                f"{cfg.model} uses {bundle.vqvae_path} ({bundle.vqvae_identity})")
+    check_compatible(shards_side(meta, root), vqvae_side(bundle.vqvae, bundle.vqvae_path, bundle.vqvae_identity))
     ev = Evaluation(cfg, bundle, model)
     notes.append(ev.lpips_note)
     files, split_note = heldout_files(root, bundle.meta, cfg)

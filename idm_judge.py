@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from actions import ENC_FIELDS, KEYS_SLICE, PITCH_SLICE, YAW_SLICE, ActionEncoding
 from ckpt_io import json_safe
+from compat import recorded_vqvae
 from metrics import binary_scores
 
 JUDGE_KIND = "idm_judge"
@@ -479,14 +480,6 @@ def train_from_shards(root: str | Path, vqvae: Any, vqvae_identity: str, encodin
     return train_judge(train, val, encoding, steps, batch_size, lr, width, dev, seed, info, progress)
 
 
-def recorded_vqvae_path(meta: dict[str, Any]) -> str:
-    """The VQ-VAE path a shard folder's meta.json records ("" when none)."""
-    v = meta.get("vqvae")
-    if isinstance(v, dict):
-        return str(v.get("path") or "")
-    return str(meta.get("vqvae_path") or v or "")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from config import exit_on_error, main_config
 
@@ -509,7 +502,7 @@ def _run(cfg: JudgeConfig) -> int:
         from dataset import read_meta
         from vq_vae import load_vqvae, vqvae_identity
 
-        vq_path = cfg.vqvae or recorded_vqvae_path(read_meta(root))
+        vq_path = cfg.vqvae or recorded_vqvae(read_meta(root))[0] or ""
         if not vq_path or not Path(vq_path).is_file():
             raise ConfigError(f"{root / 'meta.json'} names VQ-VAE {vq_path!r}, which is not a file; pass --vqvae")
         vq = load_vqvae(vq_path, device=dev)

@@ -14,7 +14,7 @@ Lessons of the earlier iteration built in (../shared/reference/project-ochre-cha
   gamma/beta are bounded with a smooth clamp (v4.11), so long unrolls with extreme actions stay bounded;
   the GRU state itself is a convex mix of the old state and a tanh, so |h| <= 1 always.
 - Camera (yaw/pitch bins) and movement (keys) have separate FiLM pathways (v6.1).
-- Codebook size and token grid come from the VQ-VAE (v4.3, v4.4.1): `check_vqvae_compat` refuses a
+- Codebook size and token grid come from the VQ-VAE (v4.3, v4.4.1): `compat.check_compatible` refuses a
   mismatch, naming the file.
 - The temporal-attention memory is part of the explicit state (v6.1 review fix), with a relative
   attention-logit bias instead of additive position embeddings.
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 import motion
 from actions import CAMERA_SLICE, ENC_DIM, KEYS_SLICE
+from compat import IncompatibleError
 
 State = dict[str, torch.Tensor]
 
@@ -135,25 +136,6 @@ class WorldModelConfig(ModelArchConfig):
             kw["motion_coef"] = tuple(float(x) for x in np.asarray(motion_coef).reshape(-1))
         return cls(**kw, codebook_size=int(codebook_size), code_dim=int(code_dim),
                    grid_h=int(grid[0]), grid_w=int(grid[1]))
-
-
-class VQVAEMismatchError(ValueError):
-    """A world model and a VQ-VAE (or token shards) that do not fit together."""
-
-
-def check_vqvae_compat(cfg: WorldModelConfig, vqvae: Any, vqvae_path: str, what: str = "world model"
-                       ) -> None:
-    """Raise VQVAEMismatchError naming `vqvae_path` if its codebook size or grid differs from `cfg`."""
-    k = int(vqvae.codebook_size)
-    grid = tuple(int(g) for g in vqvae.grid)
-    problems = []
-    if k != cfg.codebook_size:
-        problems.append(f"codebook size {k} != {cfg.codebook_size}")
-    if grid != (cfg.grid_h, cfg.grid_w):
-        problems.append(f"token grid {grid[0]}x{grid[1]} != {cfg.grid_h}x{cfg.grid_w}")
-    if problems:
-        raise VQVAEMismatchError(f"{vqvae_path}: VQ-VAE does not match the {what} ("
-                                 + "; ".join(problems) + ")")
 
 
 def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
@@ -359,8 +341,8 @@ class WorldModel(nn.Module):
         by a fixed orthogonal map when D differs), scaled to unit RMS, so similar codes start similar."""
         cb = codebook.detach().float().cpu()
         if cb.shape[0] != self.cfg.codebook_size:
-            raise VQVAEMismatchError(f"codebook has {cb.shape[0]} codes, model expects "
-                                     f"{self.cfg.codebook_size}")
+            raise IncompatibleError(f"codebook has {cb.shape[0]} codes, model expects "
+                                    f"{self.cfg.codebook_size}")
         cb = cb - cb.mean(0, keepdim=True)
         gen = torch.Generator().manual_seed(0)
 

@@ -25,15 +25,12 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from actions import ACTION_SCHEMA_VERSION, ENC_DIM, RAW_DIM, ActionEncoding, validate_raw
+from actions import ENC_DIM, RAW_DIM, ActionEncoding, validate_raw
+from compat import THIS_CODE, IncompatibleError, check_compatible, model_side, recorded_vqvae, vqvae_side
 from devices import inference_autocast, resolve_device, sync
 
 FRAME_W, FRAME_H = 128, 72
 SAMPLING_MODES = ("greedy", "temperature", "topk")
-
-
-class IncompatibleError(ValueError):
-    """A world model, VQ-VAE or context that cannot be used together; the message names the files."""
 
 
 # ----------------------------------------------------------------------------- bundle
@@ -75,23 +72,6 @@ class Bundle:
         return int(getattr(cfg, "frame_width", FRAME_W)), int(getattr(cfg, "frame_height", FRAME_H))
 
 
-def _meta_get(meta: Any, *keys: str) -> Any:
-    """meta[k1][k2]... tolerating attribute-style records; None where absent."""
-    cur = meta
-    for k in keys:
-        if cur is None:
-            return None
-        cur = cur.get(k) if isinstance(cur, dict) else getattr(cur, k, None)
-    return cur
-
-
-def recorded_vqvae(meta: Any) -> tuple[str | None, str | None]:
-    """(path, identity) of the VQ-VAE a world-model checkpoint records."""
-    path = _meta_get(meta, "vqvae", "path") or _meta_get(meta, "vqvae_path")
-    ident = _meta_get(meta, "vqvae", "identity") or _meta_get(meta, "vqvae_identity")
-    return (str(path) if path else None), (str(ident) if ident else None)
-
-
 def _resolve_recorded_path(recorded: str, model_ckpt: Path) -> Path:
     """A recorded VQ-VAE path as written (relative to the working directory), else relative to the world
     model checkpoint's folder, else the same file name beside it."""
@@ -100,40 +80,6 @@ def _resolve_recorded_path(recorded: str, model_ckpt: Path) -> Path:
         if cand.is_file():
             return cand
     return p
-
-
-def _model_dims(model: torch.nn.Module) -> tuple[int | None, tuple[int, int] | None, int | None]:
-    cfg = getattr(model, "cfg", None) or getattr(model, "config", None)
-    k = _meta_get(cfg, "codebook_size")
-    gh, gw = _meta_get(cfg, "grid_h"), _meta_get(cfg, "grid_w")
-    a = _meta_get(cfg, "action_dim")
-    return (int(k) if k is not None else None, (int(gh), int(gw)) if gh is not None and gw is not None else None,
-            int(a) if a is not None else None)
-
-
-def check_compatible(model: torch.nn.Module, meta: Any, model_path: Path, vqvae: torch.nn.Module,
-                     vqvae_path: Path, vq_identity: str) -> None:
-    """Raise IncompatibleError naming both files if the pair cannot work together."""
-    pair = f"world model {model_path} and VQ-VAE {vqvae_path}"
-    k, grid, action_dim = _model_dims(model)
-    if k is not None and k != int(vqvae.codebook_size):
-        raise IncompatibleError(f"{pair} are incompatible: the world model predicts {k} codes but the "
-                                f"VQ-VAE's codebook has {vqvae.codebook_size}")
-    vgrid = tuple(int(x) for x in vqvae.grid)
-    if grid is not None and grid != vgrid:
-        raise IncompatibleError(f"{pair} are incompatible: token grid {grid[0]}x{grid[1]} (world model) vs "
-                                f"{vgrid[0]}x{vgrid[1]} (VQ-VAE)")
-    if action_dim is not None and action_dim != ENC_DIM:
-        raise IncompatibleError(f"{pair} are incompatible: the world model takes {action_dim}-d actions but "
-                                f"this code's action schema v{ACTION_SCHEMA_VERSION} encodes {ENC_DIM}")
-    schema = _meta_get(meta, "action_schema_version")
-    if schema is not None and int(schema) != ACTION_SCHEMA_VERSION:
-        raise IncompatibleError(f"{pair} are incompatible: the world model was trained with action schema "
-                                f"v{schema}, this code is v{ACTION_SCHEMA_VERSION}")
-    _, recorded_identity = recorded_vqvae(meta)
-    if recorded_identity and recorded_identity != vq_identity:
-        raise IncompatibleError(f"{pair} are incompatible: the world model was trained on tokens of VQ-VAE "
-                                f"identity {recorded_identity}, this VQ-VAE is {vq_identity}")
 
 
 def load_bundle(model_ckpt: str | Path, vqvae_override: str | Path | None = None,
@@ -161,16 +107,17 @@ def load_bundle(model_ckpt: str | Path, vqvae_override: str | Path | None = None
         ident = vqvae_identity(vq_path)
     except CheckpointError as e:
         raise IncompatibleError(f"VQ-VAE {vq_path} for world model {model_path}: {e}") from e
-    check_compatible(model, meta, model_path, vqvae, vq_path, ident)
+    model_s = model_side(model.cfg, model_path, meta)
+    check_compatible(model_s, vqvae_side(vqvae, vq_path, ident))
+    check_compatible(model_s, THIS_CODE)
     model.eval()
     vqvae.eval()
-    encoding = _meta_get(meta, "encoding")
+    encoding = meta.get("encoding")
     if isinstance(encoding, dict):
         encoding = ActionEncoding.from_dict(encoding)
     if not isinstance(encoding, ActionEncoding):
         raise IncompatibleError(f"{model_path}: the checkpoint records no action encoding")
-    bundle = Bundle(model, vqvae, encoding, meta if isinstance(meta, dict) else dict(vars(meta)), model_path,
-                    vq_path, ident, dev)
+    bundle = Bundle(model, vqvae, encoding, meta, model_path, vq_path, ident, dev)
     if compile:
         bundle.step_fn = torch.compile(model.step)
         bundle.decode_fn = torch.compile(vqvae.decode_code)

@@ -21,7 +21,6 @@ world_model, see world_model_io.py), and wandb/ (offline by default).
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import sys
@@ -39,9 +38,10 @@ import config as config_mod
 import motion
 import train_diagnostics
 from actions import ENC_FIELDS, ActionEncoding, make_raw
+from compat import check_compatible, shards_side, vqvae_side
 from curriculum import BrakeState, CurriculumConfig, brake_update, check_window, initial_brake, lr_factor
-from devices import PhaseTimer, amp_settings, autocast, resolve_device
-from model_convGru import ModelArchConfig, WorldModel, WorldModelConfig, check_vqvae_compat, param_groups
+from devices import Dist, PhaseTimer, all_reduce_mean_grads, amp_settings, autocast, resolve_device
+from model_convGru import ModelArchConfig, WorldModel, WorldModelConfig, param_groups
 from objective import (PROBE_ACTIONS, Objective, ObjectiveConfig, WindowResult, loss_metrics, lpips_means,
                        make_plan, sample_generators)
 from run_files import MetricsLog, RunFiles
@@ -200,33 +200,7 @@ def apply_lr(optimizer: torch.optim.Optimizer, base_lr: float) -> None:
         g["lr"] = base_lr * g["lr_mult"]
 
 
-def all_reduce_mean_grads(params: list[torch.nn.Parameter], world: int) -> None:
-    """Average the gradients over the processes in one flat all-reduce (missing gradients count as 0)."""
-    import torch.distributed as tdist
-
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])  # [n_params]
-    tdist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
-        offset += n
-
-
 # ----------------------------------------------------------------------------- the trainer
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
 
 class Trainer:
     """Model, frozen VQ-VAE + LPIPS, optimizer and curriculum state; `train_step` does one optimizer step
@@ -243,7 +217,6 @@ class Trainer:
         self.model_cfg = WorldModelConfig.from_arch(cfg, codebook_size=vqvae.codebook_size,
                                                     code_dim=vqvae.code_dim, grid=tuple(vqvae.grid),
                                                     motion_coef=motion_coef)
-        check_vqvae_compat(self.model_cfg, vqvae, vqvae_path)
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(self.model_cfg, codebook=vqvae.codebook).to(device)
         if lpips_net is None and cfg.w_lpips > 0:
@@ -453,24 +426,6 @@ def _handle_signal(signum: int, frame: Any) -> None:
 
 # ----------------------------------------------------------------------------- the run
 
-def _dist_from_env() -> Dist:
-    return Dist(rank=int(os.environ.get("RANK", 0)), world=int(os.environ.get("WORLD_SIZE", 1)),
-                local_rank=int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def _check_data_meta(meta: dict[str, Any], data: str, vqvae: Any, vqvae_path: str, ident: str) -> None:
-    """The shards must have been encoded by this VQ-VAE: codebook size, grid and identity."""
-    problems = []
-    if int(meta.get("codebook_size", -1)) != int(vqvae.codebook_size):
-        problems.append(f"codebook size {meta.get('codebook_size')} (shards) vs {vqvae.codebook_size} (VQ-VAE)")
-    if [int(x) for x in meta.get("grid", [])] != [int(x) for x in vqvae.grid]:
-        problems.append(f"grid {meta.get('grid')} (shards) vs {list(vqvae.grid)} (VQ-VAE)")
-    if meta.get("vqvae_identity") not in (None, ident):
-        problems.append(f"VQ-VAE identity {meta.get('vqvae_identity')} (shards) vs {ident} (this file)")
-    if problems:
-        raise TrainingError(f"shards {data} and VQ-VAE {vqvae_path} do not match: " + "; ".join(problems))
-
-
 def _loader(dataset: Any, sampler: Any, workers: int, device: torch.device):
     from torch.utils.data import DataLoader
 
@@ -518,13 +473,7 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
     from dataset import TokenWindowDataset, read_meta, split_files
     from vq_vae import load_vqvae, vqvae_identity
 
-    dist = _dist_from_env()
-    if dist.world > 1:
-        import torch.distributed as tdist
-
-        if not tdist.is_initialized():
-            backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
-            tdist.init_process_group(backend)
+    dist = Dist.from_env(cfg.device)
     device = resolve_device(cfg.device)
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
@@ -538,8 +487,7 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
 
     vqvae = load_vqvae(cfg.vqvae, device=device)
     ident = vqvae_identity(cfg.vqvae)
-    meta = read_meta(cfg.data)
-    _check_data_meta(meta, cfg.data, vqvae, cfg.vqvae, ident)
+    check_compatible(shards_side(read_meta(cfg.data), cfg.data), vqvae_side(vqvae, cfg.vqvae, ident))
     encoding = ActionEncoding(yaw_edges=tuple(cfg.yaw_edges), pitch_edges=tuple(cfg.pitch_edges),
                               camera=cfg.camera_encoding)
     train_files, val_files = split_files(cfg.data, cfg.val_fraction, seed=cfg.seed)

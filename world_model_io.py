@@ -64,8 +64,8 @@ def model_from_record(record: Mapping[str, Any], path: str | Path) -> WorldModel
 
 
 def load_world_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[WorldModel, dict[str, Any]]:
-    """(model in eval mode on `device`, meta). meta: encoding (ActionEncoding), vqvae {"path", "identity"},
-    vqvae_path, vqvae_identity, model_config, train_config, step, action_schema_version, path, and
+    """(model in eval mode on `device`, meta). meta: encoding (ActionEncoding), vqvae {"path", "identity"}
+    (read it with compat.recorded_vqvae), model_config, train_config, step, action_schema_version, path, and
     train_files (None for checkpoints that do not record them)."""
     record = ckpt_io.load_checkpoint(path, WORLD_MODEL_KIND, WORLD_MODEL_FORMAT_VERSION, map_location="cpu")
     model = model_from_record(record, path)
@@ -77,7 +77,6 @@ def load_world_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     if not isinstance(vq, Mapping) or "path" not in vq or "identity" not in vq:
         raise ckpt_io.CheckpointError(f"{path}: 'vqvae' must record its path and identity")
     meta = {"encoding": encoding, "vqvae": {"path": str(vq["path"]), "identity": str(vq["identity"])},
-            "vqvae_path": str(vq["path"]), "vqvae_identity": str(vq["identity"]),
             "model_config": dict(record["model_config"]), "train_config": dict(record["train_config"]),
             "step": int(record["step"]), "action_schema_version": record["action_schema_version"],
             "path": str(path),

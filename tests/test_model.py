@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from actions import ENC_DIM, KEYS_SLICE, YAW_SLICE
-from model_convGru import (VQVAEMismatchError, WorldModel, WorldModelConfig, analytic_step_flops,
-                           check_vqvae_compat, count_step_flops, param_groups)
+from compat import IncompatibleError, check_compatible, model_side, vqvae_side
+from model_convGru import WorldModel, WorldModelConfig, analytic_step_flops, count_step_flops, param_groups
 
 
 @pytest.fixture(autouse=True)
@@ -161,18 +161,20 @@ def test_embeddings_initialised_from_codebook():
     d_cb = torch.cdist(centred, centred)
     d_emb = torch.cdist(model2.embed.weight, model2.embed.weight)
     torch.testing.assert_close(d_emb / d_emb.max(), d_cb / d_cb.max(), rtol=1e-3, atol=1e-3)
-    with pytest.raises(VQVAEMismatchError):
+    with pytest.raises(IncompatibleError):
         WorldModel(cfg, codebook=torch.randn(cfg.codebook_size + 1, cfg.code_dim))
 
 
 def test_vqvae_mismatch_is_refused_naming_the_file():
     cfg = tiny_cfg()
     ok = SimpleNamespace(codebook_size=cfg.codebook_size, grid=(cfg.grid_h, cfg.grid_w))
-    check_vqvae_compat(cfg, ok, "vq.pt")
-    with pytest.raises(VQVAEMismatchError, match=r"other_vq\.pt.*codebook size 64 != 32"):
-        check_vqvae_compat(cfg, SimpleNamespace(codebook_size=64, grid=(cfg.grid_h, cfg.grid_w)), "other_vq.pt")
-    with pytest.raises(VQVAEMismatchError, match=r"vq2\.pt.*grid 9x16"):
-        check_vqvae_compat(cfg, SimpleNamespace(codebook_size=32, grid=(9, 16)), "vq2.pt")
+    check_compatible(model_side(cfg, "wm.pt"), vqvae_side(ok, "vq.pt"))
+    with pytest.raises(IncompatibleError, match=r"wm\.pt and VQ-VAE other_vq\.pt.*codebook size 32 \(world model\) "
+                                                r"vs 64 \(VQ-VAE\)"):
+        check_compatible(model_side(cfg, "wm.pt"),
+                         vqvae_side(SimpleNamespace(codebook_size=64, grid=(cfg.grid_h, cfg.grid_w)), "other_vq.pt"))
+    with pytest.raises(IncompatibleError, match=r"vq2\.pt.*token grid 6x8 \(world model\) vs 9x16"):
+        check_compatible(model_side(cfg, "wm.pt"), vqvae_side(SimpleNamespace(codebook_size=32, grid=(9, 16)), "vq2.pt"))
     model = WorldModel(cfg)
     with pytest.raises(ValueError, match="token grid"):
         model.step(torch.zeros(1, 9, 16, dtype=torch.long), torch.zeros(1, ENC_DIM), model.init_state(1))

@@ -13,7 +13,8 @@ from actions import RAW, RAW_DIM, ActionEncoding
 from presets import (DEFAULT_PRESET_FRAMES, PRESET_NAMES, actions_to_entries, is_preset, load_action_script,
                      preset_actions)
 from contexts import load_context, parse_context_spec, resolve_actions
-from rollout import IncompatibleError, Rollout, Sampling, decode_tokens, load_bundle, rollout_batch, sample_tokens
+from compat import IncompatibleError
+from rollout import Rollout, Sampling, decode_tokens, load_bundle, rollout_batch, sample_tokens
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:

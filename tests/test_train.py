@@ -23,6 +23,7 @@ import train
 from actions import ENC_DIM, RAW, RAW_DIM, ActionEncoding
 from bench._common import SavedTensorMeter
 from ckpt_io import atomic_write_json
+from compat import IncompatibleError
 from world_model_io import load_world_model
 
 GRID_FRAME = (64, 48)  # frame (w, h) of the tiny VQ-VAE -> token grid 12 x 16
@@ -386,14 +387,14 @@ def test_tiny_run_lowers_the_loss(setup, lpips_net, tmp_path):
 def test_mismatched_vqvae_is_refused_naming_the_files(setup, lpips_net, tmp_path):
     other_k, _ = save_tiny_vqvae(tmp_path / "vq_k64.pt", codebook_size=64)
     cfg = make_cfg(setup, tmp_path / "r1", "--vqvae", str(other_k), "--max-steps", "1")
-    with pytest.raises(train.TrainingError, match=r"vq_k64\.pt.*codebook size 32 \(shards\) vs 64"):
+    with pytest.raises(IncompatibleError, match=r"vq_k64\.pt.*codebook size 32 \(shards\) vs 64"):
         train.run(cfg, lpips_net=lpips_net)
     other_grid, _ = save_tiny_vqvae(tmp_path / "vq_grid.pt", frame=(128, 72))
-    with pytest.raises(train.TrainingError, match=r"vq_grid\.pt.*grid \[12, 16\] \(shards\) vs \[18, 32\]"):
+    with pytest.raises(IncompatibleError, match=r"vq_grid\.pt.*token grid 12x16 \(shards\) vs 18x32"):
         train.run(make_cfg(setup, tmp_path / "r2", "--vqvae", str(other_grid)), lpips_net=lpips_net)
     # Same shapes, different weights: the identity recorded in the shards catches the swap.
     same_shape, _ = save_tiny_vqvae(tmp_path / "vq_other.pt", seed=5)
-    with pytest.raises(train.TrainingError, match=r"vq_other\.pt.*identity"):
+    with pytest.raises(IncompatibleError, match=r"vq_other\.pt.*identity"):
         train.run(make_cfg(setup, tmp_path / "r3", "--vqvae", str(same_shape)), lpips_net=lpips_net)
 
 
