@@ -73,7 +73,8 @@ of its amplitude at the same frequency (e.g. a scripted action that repeats)."""
 
 COUNTERFACTUAL_PRESETS = ("turn-right-360", "turn-left-360", "look-up-down", "walk-forward", "walk-back",
                           "strafe-left", "strafe-right", "jump", "noop")
-QUICK_PRESETS = ("turn-right-360", "look-up-down", "walk-forward", "jump", "noop")
+QUICK_PRESETS = ("turn-right-360", "look-up-down", "walk-forward", "walk-back", "strafe-left", "jump", "noop")
+"""One preset per response, so even --quick reports a ratio for every action."""
 # Scripted play for the stability rollouts: (preset, seconds), repeated to the requested length.
 STABILITY_SCRIPT = (("walk-forward", 2.0), ("turn-right-360", 1.5), ("walk-forward+jump", 2.0),
                     ("look-up-down", 1.0), ("strafe-left", 1.0), ("turn-left-360", 1.5), ("walk-back", 1.0),
@@ -217,14 +218,22 @@ def summarize(values: np.ndarray) -> dict[str, float]:
     return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
 
 
-def frame_metrics(pred: np.ndarray, truth: np.ndarray, lpips_net: Any, device: Any) -> dict[str, np.ndarray]:
-    """Per-clip, per-frame PSNR/SSIM/LPIPS of uint8 [B, N, H, W, 3] against the truth -> each [B, N]."""
+def frame_metrics(pred: np.ndarray, truth: np.ndarray, lpips_net: Any, device: Any, last: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+    """Per-clip, per-frame PSNR/SSIM/LPIPS of uint8 [B, N, H, W, 3] against the truth -> each [B, N], and
+    PSNR/LPIPS on the changed region: the pixels where the truth differs from `last` [B, H, W, 3], the
+    frame copy-last repeats (an average over the whole frame hides a frozen picture behind a still sky)."""
     b, n = pred.shape[:2]
     flat_p = pred.reshape((b * n,) + pred.shape[2:])  # [B*N, H, W, 3]
     flat_t = truth.reshape((b * n,) + truth.shape[2:])
-    out = {"psnr": M.psnr(flat_p, flat_t).reshape(b, n), "ssim": M.ssim(flat_p, flat_t).reshape(b, n)}
+    flat_l = np.repeat(last, n, axis=0)  # [B*N, H, W, 3], clip-major like flat_t
+    mask = M.changed_mask(flat_t, flat_l)  # [B*N, H, W]
+    out = {"psnr": M.psnr(flat_p, flat_t).reshape(b, n), "ssim": M.ssim(flat_p, flat_t).reshape(b, n),
+           "psnr_changed": M.psnr_masked(flat_p, flat_t, mask).reshape(b, n)}
     if lpips_net is not None:
         out["lpips"] = M.lpips_distance(lpips_net, flat_p, flat_t, device=device).reshape(b, n)
+        out["lpips_changed"] = M.lpips_distance(lpips_net, M.paste_unchanged(flat_p, flat_t, mask), flat_t,
+                                                device=device).reshape(b, n)
     return out
 
 
@@ -378,7 +387,8 @@ class Evaluation:
         frames = {name: self.decode(t) for name, t in pred_tok.items()}
         self.timings["decode_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        per_frame = {name: frame_metrics(f, truth, self.lpips_net, self.device) for name, f in frames.items()}
+        per_frame = {name: frame_metrics(f, truth, self.lpips_net, self.device, last_ctx)
+                     for name, f in frames.items()}
         fid = fidelity_tables(per_frame, cfg.horizons)
         fid["token_accuracy_rollout"] = {name: {str(h): M.token_accuracy(t[:, h - 1], truth_tok[:, h - 1])
                                                 for h in cfg.horizons} for name, t in pred_tok.items()}
@@ -446,9 +456,10 @@ class Evaluation:
             oracle_tok = self.encode(oracle_raw.reshape((-1,) + oracle_raw.shape[2:]))
             oracle_f = self.decode(oracle_tok).reshape(oracle_raw.shape)  # the truth as the VQ-VAE draws it
             last = self.decode(st.tokens[-1:])[0]
-            mm = frame_metrics(model_f, oracle_f, self.lpips_net, self.device)
-            cm = frame_metrics(copy_f, oracle_f, self.lpips_net, self.device)
-            im = frame_metrics(idle_f, oracle_f, self.lpips_net, self.device)
+            lasts = np.repeat(last[None], p, axis=0)  # [P, H, W, 3]
+            mm = frame_metrics(model_f, oracle_f, self.lpips_net, self.device, lasts)
+            cm = frame_metrics(copy_f, oracle_f, self.lpips_net, self.device, lasts)
+            im = frame_metrics(idle_f, oracle_f, self.lpips_net, self.device, lasts)
             rows = {}
             for i, name in enumerate(presets):
                 seq_o = np.concatenate([last[None], oracle_f[i]])[None]
@@ -457,6 +468,8 @@ class Evaluation:
                 rm = M.responses(M.pixel_measures(seq_m, acts[i:i + 1]), acts[i:i + 1])
                 key = _primary_response(name)
                 rows[name] = {"psnr": float(np.mean(mm["psnr"][i])), "ssim": float(np.mean(mm["ssim"][i])),
+                              "psnr_changed": M.nanmean(mm["psnr_changed"][i]),
+                              "copy_psnr_changed": M.nanmean(cm["psnr_changed"][i]),
                               "lpips": float(np.mean(mm["lpips"][i])) if "lpips" in mm else None,
                               "copy_psnr": float(np.mean(cm["psnr"][i])),
                               "copy_lpips": float(np.mean(cm["lpips"][i])) if "lpips" in cm else None,
@@ -471,7 +484,7 @@ class Evaluation:
             vals = [s["presets"][name] for s in per_start]
             summary[name] = {k: M.nanmean([v[k] for v in vals]) for k in
                              ("psnr", "ssim", "lpips", "copy_psnr", "copy_lpips", "noop_actions_psnr",
-                              "noop_actions_lpips", "ratio")}
+                              "noop_actions_lpips", "psnr_changed", "copy_psnr_changed", "ratio")}
             summary[name]["response"] = vals[0]["response"] if vals else None
         return {"frames": n, "presets": list(presets), "per_start": per_start, "summary": summary,
                 "truth": "oracle frames re-encoded and decoded by the VQ-VAE"}, drawn
@@ -528,7 +541,9 @@ def _judge_row(pred: dict[str, np.ndarray], raw: np.ndarray, judge: Any) -> dict
     from idm_judge import score
 
     s = score(pred, raw, judge.encoding)
-    return {"camera_acc": s["camera_acc"], "yaw_acc": s["yaw_acc"], "pitch_acc": s["pitch_acc"],
+    recall = {name: v["recall"] for axis in ("yaw", "pitch") for name, v in s[axis]["classes"].items()}
+    return {"camera_balanced_acc": s["camera_balanced_acc"], "camera_macro_f1": s["camera_macro_f1"],
+            "class_recall": recall, "camera_acc": s["camera_acc"], "yaw_acc": s["yaw_acc"], "pitch_acc": s["pitch_acc"],
             "yaw_acc_turning": s["yaw_acc_turning"], "key_mean_f1": s["key_mean_f1"],
             "key_f1": {k: v["f1"] for k, v in s["keys"].items()},
             "key_acc": {k: v["accuracy"] for k, v in s["keys"].items()}, "n": s["n"]}

@@ -89,6 +89,36 @@ def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     return out
 
 
+CHANGED_LEVELS = 8
+"""A pixel counts as changed when the truth differs from the previous frame by more than this many grey
+levels (of 255) in some channel: what a copy of the last frame gets wrong."""
+
+
+def changed_mask(truth: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """truth [N, H, W, 3], last [N, H, W, 3] (the frame a copy-last predictor repeats) -> bool [N, H, W]."""
+    diff = np.abs(to_float01(truth).astype(np.float64) - to_float01(last))
+    return diff.max(axis=-1) > CHANGED_LEVELS / 255.0
+
+
+def psnr_masked(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR over the masked pixels only, frames [N, H, W, 3], mask [N, H, W] -> [N] (NaN where
+    the mask is empty; capped like psnr)."""
+    a, b = to_float01(a), to_float01(b)
+    sq = ((a.astype(np.float64) - b) ** 2).mean(axis=-1) * mask  # [N, H, W]
+    count = mask.reshape(mask.shape[0], -1).sum(axis=1)
+    mse = sq.reshape(sq.shape[0], -1).sum(axis=1) / np.maximum(count, 1)
+    out = np.full(mse.shape, PSNR_CAP_DB)
+    nz = mse > 0
+    out[nz] = np.minimum(10.0 * np.log10(1.0 / mse[nz]), PSNR_CAP_DB)
+    return np.where(count > 0, out, np.nan)
+
+
+def paste_unchanged(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """pred with every unchanged pixel (mask False) replaced by the truth's: a perceptual metric of the
+    result against the truth scores only the changed region."""
+    return np.where(mask[..., None], pred, truth)
+
+
 def lpips_distance(net: Any, a: np.ndarray, b: np.ndarray, batch_size: int = 32,
                    device: Any = "cpu") -> np.ndarray:
     """Per-frame LPIPS between frame batches [N, H, W, 3] with a network from lpips_loader.load_lpips

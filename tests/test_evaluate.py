@@ -76,7 +76,12 @@ def test_quick_cli_end_to_end(tiny_setup, tmp_path, capsys):
     assert report["videos"] and all(Path(v).is_file() for v in report["videos"])
     fid = report["fidelity"]["tables"]
     assert set(fid) == {"model", "model_noop_actions", "model_random_actions", "copy"}
-    assert set(fid["model"]) == {"psnr", "ssim", "lpips"} and set(fid["model"]["psnr"]) == {"1", "4", "16"}
+    assert set(fid["model"]) == {"psnr", "ssim", "lpips", "psnr_changed", "lpips_changed"}
+    assert set(fid["model"]["psnr"]) == {"1", "4", "16"}
+    # Copying the last frame is perfect outside the changed region, so pasting the truth there changes nothing
+    # for it; its changed-region PSNR can only be lower than its whole-frame PSNR.
+    changed = fid["copy"]["psnr_changed"]["16"]["mean"]  # None (NaN) when no pixel changed in these clips
+    assert changed is None or changed <= fid["copy"]["psnr"]["16"]["mean"] + 1e-6
     assert set(report["fidelity"]["delta_t_psnr"]) == {"1", "4", "16"}
     assert "held-out split" in report["split"] and report["n_clips"] >= 2  # several clips of the 1 held-out episode
     cf = report["counterfactuals"]
@@ -88,6 +93,10 @@ def test_quick_cli_end_to_end(tiny_setup, tmp_path, capsys):
     assert st["starts"][0]["flashing"]["judged"] is False  # 16 frames are too few to judge flashing
     assert {"diversity", "grey", "flashing", "noop_drift"} <= set(st["starts"][0])
     assert "judge" in report["controllability"] and "truth" in report["controllability"]["judge"]
+    judged = report["controllability"]["judge"]["truth"]
+    assert 0.0 <= judged["camera_balanced_acc"] <= 1.0 and judged["class_recall"]
+    for response in ("yaw", "pitch", "forward", "back", "strafe", "jump"):  # one preset per response
+        assert any(k.startswith(f"counterfactual {response} ratio") for k in report["summary"]), response
     assert (shards / "idm_judge.pt").is_file()  # trained on the training split and cached
     for heading in ("## Fidelity", "## Controllability", "## Counterfactuals", "## Long-rollout stability",
                     "Thresholds:", "copy last frame"):

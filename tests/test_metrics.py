@@ -215,3 +215,20 @@ def test_lpips_distance_batches_and_scales_inputs():
     b = np.full((5, 8, 8, 3), 255, np.uint8)
     d = M.lpips_distance(L1Net(), a, b, batch_size=2)
     assert d.shape == (5,) and np.allclose(d, 2.0)
+
+
+def test_changed_region_metrics_ignore_what_did_not_change():
+    rng = np.random.default_rng(0)
+    last = rng.integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+    truth = last.copy()
+    truth[:, :4] = rng.integers(0, 256, (2, 4, 8, 3))  # the top half changes
+    mask = M.changed_mask(truth, last)
+    assert mask[:, 4:].sum() == 0 and mask[:, :4].mean() > 0.9
+    pred = truth.copy()
+    pred[:, 4:] = 0  # wrong only where nothing changed
+    assert (M.psnr_masked(pred, truth, mask) == M.PSNR_CAP_DB).all()
+    assert (M.psnr(pred, truth) < 20).all()
+    np.testing.assert_array_equal(M.paste_unchanged(pred, truth, mask), truth)
+    # Copying the last frame is wrong exactly there.
+    assert (M.psnr_masked(last, truth, mask) < M.psnr(last, truth)).all()
+    assert np.isnan(M.psnr_masked(last, last, M.changed_mask(last, last))).all()
