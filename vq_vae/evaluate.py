@@ -26,12 +26,14 @@ import ckpt_io
 import config as config_mod
 import video_io
 import metrics
+from devices import resolve_device
 from lpips_loader import load_lpips
+from run_files import write_png
 from vq_vae.checkpoint import load_vqvae, vqvae_identity
 from vq_vae.data import find_videos, heldout_clips, heldout_frames
 from vq_vae.model import VQVAE
 from vq_vae.stability import code_metrics, codebook_usage
-from vq_vae.train import split_data_args, pick_device, recon_grid, write_png
+from vq_vae.train import recon_grid, split_data_args
 
 
 @dataclass
@@ -80,7 +82,7 @@ def evaluate(cfg: VQEvalConfig) -> dict[str, Any]:
         raise config_mod.ConfigError("--data needs at least one folder of held-out videos")
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     model = load_vqvae(cfg.vqvae, device=device)
     size = (model.cfg.frame_width, model.cfg.frame_height)
     videos = find_videos(cfg.data)

@@ -32,7 +32,9 @@ import torch.nn.functional as F
 import ckpt_io
 import config as config_mod
 import video_io
+from devices import amp_settings, autocast, resolve_device
 from lpips_loader import load_lpips
+from run_files import MetricsLog
 from vq_vae.checkpoint import model_from_payload, save_vqvae, vqvae_payload
 from vq_vae.data import FramePool, find_videos
 from vq_vae.model import VQVAE, PatchDiscriminator, VQVAEConfig
@@ -192,23 +194,6 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     return d, {"disc": d.item()}
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but CUDA is not available")
-    return torch.device(name)
-
-
-def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None for fp32, whether a GradScaler is needed)."""
-    if not enabled or device.type != "cuda":
-        return None, False
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, False
-    return torch.float16, True
-
-
 def perturbed(x: torch.Tensor, shift: int, noise: float, gen: torch.Generator | None = None) -> torch.Tensor:
     """x [B, 3, H, W] in [-1, 1] shifted by a random integer offset in [-shift, shift] per axis and frame
     (edges replicated) plus uniform noise of +-noise grey levels: a near-identical picture."""
@@ -263,47 +248,17 @@ def recon_grid(originals: np.ndarray, recons: np.ndarray, scale: int = 2) -> np.
     return video_io.upscale_nearest(canvas, scale)
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
-    ckpt_io.atomic_write_bytes(path, buf.tobytes())
-
-
-class _Logger:
-    """metrics.jsonl always; wandb unless WANDB_MODE=disabled (offline by default: no network needed)."""
-
-    def __init__(self, cfg: VQTrainConfig, run_dir: Path) -> None:
-        self.path = run_dir / "metrics.jsonl"
-        self.wandb = None
-        mode = os.environ.get("WANDB_MODE", "offline")
-        if mode != "disabled":
-            import wandb
-
-            id_file = run_dir / "wandb_id.txt"
-            if not id_file.exists():
-                ckpt_io.atomic_write_text(id_file, uuid.uuid4().hex[:8])
-            self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir), mode=mode,
-                                    id=id_file.read_text().strip(), resume="allow", name=run_dir.name,
-                                    config=config_mod.to_dict(cfg))
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
-        if self.wandb is not None:
-            self.wandb.log(metrics, step=step)
-
-    def image(self, step: int, path: Path) -> None:
-        if self.wandb is not None:
-            import wandb
-
-            self.wandb.log({"reconstructions": wandb.Image(str(path))}, step=step)
-
-    def close(self) -> None:
-        if self.wandb is not None:
-            self.wandb.finish()
+def _metrics_log(cfg: VQTrainConfig, run_dir: Path) -> MetricsLog:
+    """metrics.jsonl always; wandb unless WANDB_MODE=disabled (offline by default: no network needed), under
+    a run id kept in the run folder so --resume continues the same wandb run."""
+    mode = os.environ.get("WANDB_MODE", "offline")
+    run_id = ""
+    if mode != "disabled":
+        id_file = run_dir / "wandb_id.txt"
+        if not id_file.exists():
+            ckpt_io.atomic_write_text(id_file, uuid.uuid4().hex[:8])
+        run_id = id_file.read_text().strip()
+    return MetricsLog(run_dir, mode, cfg.wandb_project, config_mod.to_dict(cfg), run_id)
 
 
 def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -338,7 +293,7 @@ def train(cfg: VQTrainConfig) -> dict[str, Any]:
 
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     amp_dtype, use_scaler = amp_settings(device, cfg.amp)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -403,12 +358,12 @@ def train(cfg: VQTrainConfig) -> dict[str, Any]:
         model.eval()
         with torch.no_grad():
             rec = model.decode_code(model.encode(grid_frames))
-        path = run_dir / "images" / f"step_{step:07d}.png"
-        write_png(path, recon_grid(grid_frames, VQVAE.to_uint8(rec)))
-        logger.image(step, path)
+        grid = recon_grid(grid_frames, VQVAE.to_uint8(rec))
+        logger.image(step, run_dir / "images" / f"step_{step:07d}.png", grid, "reconstructions",
+                     "top: originals, bottom: reconstructions")
         model.train()
 
-    logger = _Logger(cfg, run_dir)
+    logger = _metrics_log(cfg, run_dir)
     model.train()
     last: dict[str, float] = {}
     t_log, frames_since = time.perf_counter(), 0
@@ -423,7 +378,7 @@ def train(cfg: VQTrainConfig) -> dict[str, Any]:
                 g["lr"] = lr
             x = to_model_input(pool.sample(cfg.batch_size, rng), device)
             adv = disc is not None and step > cfg.disc_start_step
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with autocast(device, amp_dtype):
                 rec, idx, commit, qstats = model(x)
                 gen_logits = disc(rec) if adv else None
                 reenc, pert = consistency_terms(model, x, rec, idx, cfg, step)
@@ -434,7 +389,7 @@ def train(cfg: VQTrainConfig) -> dict[str, Any]:
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
             scaler.step(opt)
             if adv:
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                with autocast(device, amp_dtype):
                     d_loss, d_parts = discriminator_loss(disc(x), disc(rec.detach()))
                 opt_d.zero_grad(set_to_none=True)
                 scaler.scale(d_loss).backward()
