@@ -38,7 +38,6 @@ ENC_DIM = len(ENC_FIELDS)
 YAW_SLICE = slice(0, 5)
 PITCH_SLICE = slice(5, 8)
 CAMERA_SLICE = slice(0, 8)
-MOVE_SLICE = slice(8, 12)
 KEYS_SLICE = slice(8, 15)
 YAW_NONE_BIN = 2
 PITCH_NONE_BIN = 1
@@ -112,15 +111,6 @@ class ActionEncoding:
         np.put_along_axis(out, yaw_bin[..., None].astype(np.int64), 1.0, axis=-1)
         np.put_along_axis(out, (PITCH_SLICE.start + pitch_bin[..., None]).astype(np.int64), 1.0, axis=-1)
         return out
-
-    def bin_centres(self) -> tuple[np.ndarray, np.ndarray]:
-        """Representative degrees for each yaw and pitch bin (used to decode an encoding back to raw)."""
-        y = self.yaw_edges
-        yaw = np.array([y[0] - (y[1] - y[0]) / 2 if math.isfinite(y[0]) else y[0],
-                        (y[0] + y[1]) / 2, 0.0, (y[2] + y[3]) / 2, y[3] + (y[3] - y[2]) / 2], np.float32)
-        p = self.pitch_edges
-        pitch = np.array([p[0] * 4, 0.0, p[1] * 4], np.float32)
-        return yaw, pitch
 
 
 def _interpolation_weights(value: np.ndarray, centres: Sequence[float]) -> np.ndarray:

@@ -14,7 +14,6 @@ refused with one CheckpointError before any of it is run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -92,23 +91,6 @@ def atomic_save(path: str | Path, save_fn: Callable[[Path], None], suffix: str |
     """Call save_fn(tmp_path) and move the result onto `path` atomically."""
     with atomic_path(path, suffix) as tmp:
         save_fn(tmp)
-
-
-def file_sha256(path: str | Path, limit: int | None = None) -> str:
-    """Hex sha256 of a file (first `limit` bytes if given)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        remaining = limit
-        while True:
-            chunk = f.read(1 << 20 if remaining is None else min(1 << 20, remaining))
-            if not chunk:
-                break
-            h.update(chunk)
-            if remaining is not None:
-                remaining -= len(chunk)
-                if remaining <= 0:
-                    break
-    return h.hexdigest()
 
 
 def save_checkpoint(path: str | Path, kind: str, format_version: int, payload: dict[str, Any]) -> None:

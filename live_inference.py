@@ -39,7 +39,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import numpy as np  # noqa: E402
 
-from actions import KEY_FIELDS, RAW, from_live  # noqa: E402
+from actions import KEY_FIELDS, RAW, RAW_DIM, from_live  # noqa: E402
 from config import exit_on_error, main_config  # noqa: E402
 
 # pygame key names (pygame.key.name) -> raw action key fields.
@@ -47,7 +47,6 @@ KEYMAP: dict[str, str] = {
     "w": "forward", "s": "back", "a": "left", "d": "right",
     "space": "jump", "left shift": "sneak", "left ctrl": "sprint",
 }
-CONTROL_KEYS = ("escape", "r", "p", "f12", "h")
 
 
 @dataclass
@@ -106,7 +105,7 @@ class LiveConfig:
 
 def raw_action_from_input(keys_held: Iterable[str], mouse_dx: float, mouse_dy: float,
                           sensitivity: float) -> np.ndarray:
-    """Pygame key names held during a tick and the mouse motion over it (pixels) -> raw action [9].
+    """Pygame key names held during a tick and the mouse motion over it (pixels) -> raw action [RAW_DIM].
     Keys outside KEYMAP are ignored; the conversion itself is actions.from_live."""
     return from_live([KEYMAP[k] for k in keys_held if k in KEYMAP], mouse_dx, mouse_dy, sensitivity)
 
@@ -164,7 +163,7 @@ EVENT_TYPES = ("keydown", "keyup", "mouse", "click", "focus_lost", "quit")
 
 
 def events_from_actions(raw: np.ndarray, sensitivity: float) -> list[ScriptEvent]:
-    """Raw actions [N, 9] -> key and mouse events that reproduce them tick for tick. A key counts for
+    """Raw actions [N, RAW_DIM] -> key and mouse events that reproduce them tick for tick. A key counts for
     every tick it is down at any moment of, so its key-up goes in its last held tick (after the
     key-down when it is held for one tick only)."""
     key_of = {v: k for k, v in KEYMAP.items()}
@@ -318,7 +317,7 @@ class LiveSession:
         self.reset_requested = False
         self.screenshot_requested = False
         self.screenshots: list[str] = []
-        self.last_action = np.zeros(9, np.float32)
+        self.last_action = np.zeros(RAW_DIM, np.float32)
         self.actions_log: list[np.ndarray] = []
         self.model_ms: list[float] = []
         self.decode_ms: list[float] = []
@@ -534,7 +533,7 @@ class LiveSession:
             from ckpt_io import atomic_write_json
             from presets import actions_to_entries
 
-            atomic_write_json(self.cfg.actions_out, actions_to_entries(np.array(self.actions_log).reshape(-1, 9)))
+            atomic_write_json(self.cfg.actions_out, actions_to_entries(np.array(self.actions_log).reshape(-1, RAW_DIM)))
         frames = len(self.actions_log)
         summary = {
             "frames": frames, "ticks": self.ticks, "wall_s": round(wall, 3),

@@ -1,9 +1,9 @@
 """World-model losses and prediction statistics: pure functions, no state, no randomness of their own.
 
-Every loss returns `(total, {name: detached value})`; per-sample variants (suffix `_per_sample`) return a
-[B] tensor so the training loop can average over exactly the samples it owns (DDP ranks each own a slice
-of the global batch and the mean of their means is the global mean). Random inputs (Gumbel noise) are
-passed in, never drawn here, so the same batch always gives the same loss.
+Every loss returns per-sample values (a [B] tensor, suffix `_per_sample`; the IDM's per item) so the
+training step (objective.py) can average over exactly the samples it owns (DDP ranks each own a slice of
+the global batch and the mean of their means is the global mean) and log each term. Random inputs (Gumbel
+noise: objective.gumbel_noise) are passed in, never drawn here, so the same batch always gives the same loss.
 
 Layout: logits are [B, K, h, w] (the model's head returns that as a view of a codes-last [B, h, w, K]
 tensor); the heavy functions work on the codes-last view (`movedim(1, -1)`, free for such logits) so
@@ -25,13 +25,6 @@ import torch.nn.functional as F
 
 from actions import KEYS_SLICE, PITCH_SLICE, YAW_SLICE
 
-Parts = dict[str, torch.Tensor]
-
-
-def _detached(parts: dict[str, torch.Tensor]) -> Parts:
-    return {k: v.detach() for k, v in parts.items()}
-
-
 # ----------------------------------------------------------------------------- token cross-entropy
 
 def _codes_last(x: torch.Tensor) -> torch.Tensor:
@@ -47,20 +40,7 @@ def token_ce_per_sample(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return ce.view(b, -1).mean(1)
 
 
-def token_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Parts]:
-    total = token_ce_per_sample(logits, target).mean()
-    return total, _detached({"ce": total})
-
-
 # ----------------------------------------------------------------------------- Gumbel soft embeddings
-
-def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
-    """Standard Gumbel samples -log(-log U) of `shape`, from `generator`."""
-    # -log(-log U), in place on one buffer (torch's exponential_ is several times slower on CPU). U = 0
-    # gives -inf: that code gets probability 0 for this draw, never a NaN.
-    return torch.rand(shape, generator=generator, device=device).log_().neg_().log_().neg_()
-
 
 def gumbel_softmax_probs(logits: torch.Tensor, tau: float, noise: torch.Tensor | None,
                          hard: bool = False) -> torch.Tensor:
@@ -91,14 +71,6 @@ def semantic_per_sample(z_soft: torch.Tensor, codebook: torch.Tensor, target: to
     tgt = F.embedding(target, cb)  # [B, h, w, D]
     spread = (cb - cb.mean(0)).pow(2).sum(1).mean().clamp_min(1e-8)
     return (_codes_last(z_soft).float() - tgt).pow(2).sum(-1).flatten(1).mean(1) / spread
-
-
-def semantic_loss(logits: torch.Tensor, target: torch.Tensor, codebook: torch.Tensor, tau: float,
-                  noise: torch.Tensor | None, hard: bool = False) -> tuple[torch.Tensor, Parts]:
-    """Codebook-embedding loss through Gumbel-softmax; returns (loss, parts)."""
-    z = soft_embeddings(gumbel_softmax_probs(logits, tau, noise, hard), codebook)
-    total = semantic_per_sample(z, codebook, target).mean()
-    return total, _detached({"semantic": total})
 
 
 # ----------------------------------------------------------------------------- LPIPS on decoded frames
@@ -135,13 +107,6 @@ def idm_per_item(logits: torch.Tensor, target: torch.Tensor, key_weights: torch.
     return {"idm_yaw": yaw, "idm_pitch": pitch, "idm_keys": keys}
 
 
-def idm_loss(logits: torch.Tensor, target: torch.Tensor, key_weights: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, Parts]:
-    terms = {k: v.mean() for k, v in idm_per_item(logits, target, key_weights).items()}
-    total = terms["idm_yaw"] + terms["idm_pitch"] + terms["idm_keys"]
-    return total, _detached({"idm": total, **terms})
-
-
 def span_action_targets(actions: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """actions [B, T, 15], end indices t [B, M], spans k [B, M] -> mean of actions[t-k .. t-1] [B, M, 15]:
     the actions that took the world from frame t-k to frame t (what h[t-k] -> h[t] must explain)."""
@@ -156,27 +121,6 @@ def span_action_targets(actions: torch.Tensor, t: torch.Tensor, k: torch.Tensor)
 def action_rank_per_sample(ce_true: torch.Tensor, ce_other: torch.Tensor, margin: float) -> torch.Tensor:
     """Hinge: the true action's CE on the target must be lower than another action's by `margin` -> [B]."""
     return F.relu(margin + ce_true - ce_other)
-
-
-def action_rank_loss(ce_true: torch.Tensor, ce_other: torch.Tensor, margin: float
-                     ) -> tuple[torch.Tensor, Parts]:
-    total = action_rank_per_sample(ce_true, ce_other, margin).mean()
-    return total, _detached({"action_rank": total, "action_rank_gap": (ce_other - ce_true).mean()})
-
-
-# ----------------------------------------------------------------------------- weighting
-
-def weighted_total(parts: dict[str, torch.Tensor], weights: dict[str, float]) -> tuple[torch.Tensor, Parts]:
-    """sum(weights[name] * parts[name]) over the names in `weights` that are present; parts detached."""
-    total = None
-    for name, w in weights.items():
-        if name in parts and w != 0.0:
-            term = w * parts[name]
-            total = term if total is None else total + term
-    if total is None:
-        ref = next(iter(parts.values()))
-        total = ref.new_zeros(())
-    return total, _detached(parts)
 
 
 # ----------------------------------------------------------------------------- prediction statistics

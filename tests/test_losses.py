@@ -8,10 +8,11 @@ import torch
 from actions import ENC_DIM
 from curriculum import (BrakeState, CurriculumConfig, ar_length, ar_schedule, brake_update, check_window,
                         corruption_prob, gumbel_tau, initial_brake, lr_factor, teacher_prob)
-from losses import (action_rank_loss, gumbel_noise, gumbel_softmax_probs, idm_loss, idm_per_item,
-                    lpips_per_sample, prediction_stats, semantic_loss, soft_embeddings, span_action_targets,
-                    spatial_gradient, token_ce_loss, token_ce_per_sample, weighted_total)
+from losses import (action_rank_per_sample, gumbel_softmax_probs, idm_per_item, lpips_per_sample,
+                    prediction_stats, semantic_per_sample, soft_embeddings, span_action_targets, spatial_gradient,
+                    token_ce_per_sample)
 from model_convGru import WorldModel, WorldModelConfig
+from objective import gumbel_noise
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +54,18 @@ def _one_step(model, vq, gen):
     return logits, target
 
 
+def _noise(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Gumbel noise shaped like logits [B, K, h, w], as the training step draws it."""
+    return gumbel_noise([gen] * logits.shape[0], tuple(logits.shape[2:]), logits.shape[1])
+
+
+def _semantic(logits: torch.Tensor, target: torch.Tensor, codebook: torch.Tensor, tau: float,
+              noise: torch.Tensor | None, hard: bool = False) -> torch.Tensor:
+    """The semantic loss per sample [B] as the training step composes it: Gumbel-softmax, soft embeddings."""
+    return semantic_per_sample(soft_embeddings(gumbel_softmax_probs(logits, tau, noise, hard), codebook), codebook,
+                               target)
+
+
 def _grad_norms(model) -> dict[str, float]:
     return {n: (0.0 if p.grad is None else float(p.grad.norm())) for n, p in model.named_parameters()}
 
@@ -67,7 +80,7 @@ def test_lpips_gradients_reach_the_model():
     lpips_net = load_lpips("alex", allow_random=True)  # gradient flow only: the scores are not used
     with torch.no_grad():
         target_rgb = vq.decode_code(target)
-    probs = gumbel_softmax_probs(logits, 0.7, gumbel_noise(tuple(logits.shape), gen))
+    probs = gumbel_softmax_probs(logits, 0.7, _noise(logits, gen))
     d, pred = lpips_per_sample(soft_embeddings(probs, vq.codebook), target_rgb, vq.decode_embeddings, lpips_net)
     assert d.shape == (2,) and torch.isfinite(d).all() and pred.shape == target_rgb.shape
     d.mean().backward()
@@ -85,10 +98,9 @@ def test_semantic_gradients_reach_the_model(hard):
     model = model_for(vq)
     gen = torch.Generator().manual_seed(1)
     logits, target = _one_step(model, vq, gen)
-    loss, parts = semantic_loss(logits, target, vq.codebook, 0.5,
-                                gumbel_noise(tuple(logits.shape), gen), hard=hard)
-    assert not parts["semantic"].requires_grad and torch.isfinite(loss)
-    loss.backward()
+    per = _semantic(logits, target, vq.codebook, 0.5, _noise(logits, gen), hard=hard)
+    assert per.shape == (2,) and torch.isfinite(per).all()
+    per.mean().backward()
     g = _grad_norms(model)
     assert g["head_proj.weight"] > 0 and g["cells.0.x_proj.1.weight"] > 0 and g["film.camera.2.weight"] > 0
 
@@ -107,16 +119,14 @@ def test_semantic_loss_is_zero_for_a_confident_correct_prediction():
     vq = tiny_vqvae()
     target = torch.randint(0, vq.codebook_size, (2, 3, 4))
     logits = torch.nn.functional.one_hot(target, vq.codebook_size).movedim(-1, 1).float() * 50
-    loss, _ = semantic_loss(logits, target, vq.codebook, 1.0, None)
-    assert loss < 1e-6
-    wrong, _ = semantic_loss(logits.roll(1, dims=1), target, vq.codebook, 1.0, None)
-    assert wrong > 0.1
+    assert _semantic(logits, target, vq.codebook, 1.0, None).max() < 1e-6
+    assert _semantic(logits.roll(1, dims=1), target, vq.codebook, 1.0, None).min() > 0.1
 
 
 def test_gumbel_softmax_properties():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 3, 4, generator=gen, requires_grad=True)
-    p = gumbel_softmax_probs(logits, 0.5, gumbel_noise((2, 5, 3, 4), gen))
+    p = gumbel_softmax_probs(logits, 0.5, _noise(logits, gen))
     torch.testing.assert_close(p.sum(1), torch.ones(2, 3, 4))
     torch.testing.assert_close(gumbel_softmax_probs(logits, 1.0, None), logits.softmax(1))
     hard = gumbel_softmax_probs(logits, 0.5, None, hard=True)
@@ -127,16 +137,17 @@ def test_gumbel_softmax_properties():
         gumbel_softmax_probs(logits, 0.0, None)
 
 
-def test_token_ce_and_weighting():
+def test_token_ce_per_sample():
     target = torch.randint(0, 7, (3, 2, 2))
     good = torch.nn.functional.one_hot(target, 7).movedim(-1, 1).float() * 20
     assert token_ce_per_sample(good, target).max() < 1e-4
-    uniform = torch.zeros(3, 7, 2, 2)
-    loss, parts = token_ce_loss(uniform, target)
-    assert math.isclose(float(loss), math.log(7), rel_tol=1e-5) and "ce" in parts
-    total, parts = weighted_total({"a": torch.tensor(2.0, requires_grad=True), "b": torch.tensor(3.0)},
-                                  {"a": 0.5, "b": 2.0, "missing": 1.0})
-    assert float(total.detach()) == 7.0 and total.requires_grad and not parts["a"].requires_grad
+    uniform = token_ce_per_sample(torch.zeros(3, 7, 2, 2), target)
+    torch.testing.assert_close(uniform, torch.full((3,), math.log(7)))
+    # Each sample's CE is its own: a wrong second sample leaves the first one's at zero.
+    mixed = good.clone()
+    mixed[1] = mixed[1].roll(1, dims=0)
+    per = token_ce_per_sample(mixed, target)
+    assert per[0] < 1e-4 and per[2] < 1e-4 and per[1] > 1.0
 
 
 def test_span_action_targets_are_means_of_the_actions_between():
@@ -158,9 +169,10 @@ def test_idm_loss_prefers_the_true_action():
     target[:, 8] = 1  # W
     good = (target * 2 - 1) * 10
     bad = -good
-    lg, parts = idm_loss(good, target)
-    lb, _ = idm_loss(bad, target)
-    assert lg < 0.01 < lb and {"idm", "idm_yaw", "idm_pitch", "idm_keys"} <= parts.keys()
+    per_good, per_bad = idm_per_item(good, target), idm_per_item(bad, target)
+    assert set(per_good) == {"idm_yaw", "idm_pitch", "idm_keys"}
+    assert all(v.shape == (4,) for v in per_good.values())
+    assert sum(v.mean() for v in per_good.values()) < 0.01 < sum(v.mean() for v in per_bad.values())
     w = torch.ones(7)
     w[:4] = 10.0
     per = idm_per_item(bad, target, key_weights=w)
@@ -170,9 +182,8 @@ def test_idm_loss_prefers_the_true_action():
 def test_action_rank_hinge():
     ce_true = torch.tensor([1.0, 1.0, 1.0])
     ce_other = torch.tensor([2.0, 1.02, 0.5])
-    loss, parts = action_rank_loss(ce_true, ce_other, margin=0.05)
-    torch.testing.assert_close(loss, torch.tensor((0.0 + 0.03 + 0.55) / 3))
-    assert parts["action_rank_gap"] > 0
+    per = action_rank_per_sample(ce_true, ce_other, margin=0.05)
+    torch.testing.assert_close(per, torch.tensor([0.0, 0.03, 0.55]))
 
 
 def test_prediction_stats_and_spatial_gradient():

@@ -105,10 +105,9 @@ def test_turning_right_is_a_positive_yaw_response(texture):
 
 
 def test_yaw_sign_against_blockworld_render():
-    bw = pytest.importorskip("blockworld")
-    if not hasattr(bw, "World"):
-        pytest.skip("blockworld is not written yet")
+    import blockworld as bw
     from actions import make_raw
+
     world = bw.World(3)
     state = world.spawn(0)
     a = bw.render(world, state)
