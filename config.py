@@ -173,6 +173,20 @@ def from_dict(cls: type[T], data: Mapping[str, Any], strict: bool = True) -> T:
     return cls(**kwargs)
 
 
+def parse_size(text: str, even: bool = False) -> tuple[int, int]:
+    """A --size value "WxH" (e.g. 128x72) -> (width, height), both positive; `even` also requires even numbers
+    (H.264 yuv420p video halves both). Raises ConfigError naming the value."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size must look like 128x72, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise ConfigError(f"--size must be positive, got {text!r}")
+    if even and (w % 2 or h % 2):
+        raise ConfigError(f"--size {text}: width and height must be even numbers (H.264 yuv420p)")
+    return w, h
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as JSON, atomically."""
     from ckpt_io import atomic_write_text

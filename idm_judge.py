@@ -35,11 +35,11 @@ from actions import ENC_FIELDS, KEYS_SLICE, PITCH_SLICE, YAW_SLICE, ActionEncodi
 from ckpt_io import json_safe
 from compat import recorded_vqvae
 from metrics import binary_scores
+from presets import TICK_HZ
+from vq_vae.model import FRAME_H, FRAME_W
 
 JUDGE_KIND = "idm_judge"
 JUDGE_FORMAT_VERSION = 1
-TICK_HZ = 16.0
-FRAME_H, FRAME_W = 72, 128
 KEY_NAMES: tuple[str, ...] = ENC_FIELDS[KEYS_SLICE]
 YAW_NAMES: tuple[str, ...] = ENC_FIELDS[YAW_SLICE]
 PITCH_NAMES: tuple[str, ...] = ENC_FIELDS[PITCH_SLICE]

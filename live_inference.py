@@ -182,7 +182,8 @@ def events_from_actions(raw: np.ndarray, sensitivity: float) -> list[ScriptEvent
 
 def load_script(spec: str, sensitivity: float, frames: int = 0) -> tuple[list[ScriptEvent], int]:
     """--script -> (events, length in ticks); a preset runs `frames` ticks (0: its default length)."""
-    from presets import DEFAULT_PRESET_FRAMES, actions_from_entries, is_preset, load_action_script, preset_actions
+    from presets import (DEFAULT_PRESET_FRAMES, actions_from_entries, is_preset, load_action_script, preset_actions,
+                         read_json_script)
 
     if is_preset(spec):
         raw = preset_actions(spec, frames or DEFAULT_PRESET_FRAMES)
@@ -191,10 +192,7 @@ def load_script(spec: str, sensitivity: float, frames: int = 0) -> tuple[list[Sc
     if not path.is_file():
         raise ValueError(f"{path}: script not found (and not a preset name)")
     if path.suffix.lower() == ".json":
-        try:
-            entries = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        entries = read_json_script(path)
         if isinstance(entries, list) and entries and all(isinstance(e, dict) and "event" in e for e in entries):
             return parse_event_script(entries, str(path))
         raw = actions_from_entries(entries, str(path))

@@ -35,7 +35,7 @@ import numpy as np
 
 from actions import ACTION_SCHEMA_VERSION, RAW, RAW_FIELDS
 from ckpt_io import CheckpointError, atomic_path, atomic_write_json
-from config import ConfigError, exit_on_error, main_config, to_dict
+from config import ConfigError, exit_on_error, main_config, parse_size, to_dict
 from sources import (Aligned, Episode, SourceError, decode_kept, discover, load_alignment, plan_kept_frames,
                      resample_actions)
 from video_io import VideoError, VideoInfo, probe
@@ -89,16 +89,6 @@ class DecodeSettings:
     size: tuple[int, int]
     skip_start_seconds: float
     chunk: int = 128
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--size must look like 128x72, got {text!r}") from None
-    if w <= 0 or h <= 0:
-        raise ConfigError(f"--size must be positive, got {text!r}")
-    return w, h
 
 
 def skip_line(file: str, reason: str) -> str:

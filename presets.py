@@ -141,17 +141,22 @@ def actions_from_entries(entries: Sequence[Mapping[str, Any]], source: str) -> n
     return validate_raw(np.concatenate(rows), source)
 
 
+def read_json_script(path: Path) -> Any:
+    """The entries of a JSON script (action steps here, or live_inference's key/mouse events); a ValueError
+    naming the file when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
 def load_action_script(path: str | Path) -> np.ndarray:
     """A JSON or CSV action script (see the module docstring) -> raw actions [N, 9]."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: action script not found")
     if path.suffix.lower() == ".json":
-        try:
-            entries = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
-        return actions_from_entries(entries, str(path))
+        return actions_from_entries(read_json_script(path), str(path))
     if path.suffix.lower() == ".csv":
         with open(path, newline="") as f:
             entries = [{k.strip(): v.strip() for k, v in row.items() if k is not None}

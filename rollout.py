@@ -28,8 +28,8 @@ import torch
 from actions import ENC_DIM, RAW_DIM, ActionEncoding, validate_raw
 from compat import THIS_CODE, IncompatibleError, check_compatible, model_side, recorded_vqvae, vqvae_side
 from devices import inference_autocast, resolve_device, sync
+from vq_vae.model import FRAME_H, FRAME_W
 
-FRAME_W, FRAME_H = 128, 72
 SAMPLING_MODES = ("greedy", "temperature", "topk")
 
 

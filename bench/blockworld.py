@@ -24,7 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actions import noop  # noqa: E402
-from config import main_config, to_dict  # noqa: E402
+from config import main_config, parse_size, to_dict  # noqa: E402
+from presets import TICK_HZ  # noqa: E402
 
 
 @dataclass
@@ -67,12 +68,11 @@ def _best(fn, repeats: int) -> tuple[float, float]:
 
 def main() -> None:
     from blockworld import BIOMES, World, render, step
-    from blockworld.generate import parse_size
     from blockworld.policy import GameFactoryPolicy
 
     cfg = main_config(BenchConfig)
-    size = parse_size(cfg.size)
-    n = int(round(cfg.seconds * 16))
+    size = parse_size(cfg.size, even=True)
+    n = int(round(cfg.seconds * TICK_HZ))
     episodes = []
     for k, biome in enumerate(BIOMES):
         rng = np.random.default_rng([cfg.seed, k])

@@ -85,7 +85,8 @@ def synthesize(root: Path, videos: int, seconds: float, size: tuple[int, int]) -
 
 def decode_only(data: str, cfg_pp, workers: int) -> tuple[int, float]:
     """Run just the decode side of preprocess.py (same threads/processes), draining its queue."""
-    from preprocess import Decoders, DecodeSettings, parse_size
+    from config import parse_size
+    from preprocess import Decoders, DecodeSettings
     from sources import discover
 
     episodes, _ = discover(data, cfg_pp.source)

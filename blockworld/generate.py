@@ -27,7 +27,7 @@ import numpy as np
 
 from actions import noop, to_gamefactory
 from ckpt_io import atomic_write_json, atomic_write_text
-from config import main_config, save_config, to_dict
+from config import main_config, parse_size, save_config, to_dict
 from video_io import write_mp4
 
 from .physics import TICKS_PER_SECOND, step
@@ -58,16 +58,6 @@ class GenerateConfig:
     """H.264 constant rate factor (lower is higher quality)."""
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size must look like 128x72, got {text!r}") from None
-    if w <= 0 or h <= 0 or w % 2 or h % 2:
-        raise ValueError(f"--size {text}: width and height must be positive even numbers (H.264 yuv420p)")
-    return w, h
-
-
 def episode_name(seed: int, part: int) -> str:
     return f"seed_{seed}_part_{part}"
 
@@ -76,7 +66,7 @@ def episode_frames(cfg: GenerateConfig, part: int, meta: dict[str, Any],
                    raw_actions: list[np.ndarray] | None = None) -> Iterator[np.ndarray]:
     """Simulate episode `part`, yielding its frames; fills `meta` (GameFactory JSON) as it goes and, if
     given, `raw_actions` with the raw action [9] behind each frame (a no-op for frame 0)."""
-    size = parse_size(cfg.size)
+    size = parse_size(cfg.size, even=True)
     n = int(round(cfg.seconds * TICKS_PER_SECOND))
     rng = np.random.default_rng([cfg.seed, part])
     biome = BIOMES[(cfg.seed + part) % len(BIOMES)]
@@ -155,7 +145,7 @@ def write_annotation(out: Path, results: list[dict[str, Any]]) -> None:
 def run(cfg: GenerateConfig) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
-    parse_size(cfg.size)
+    parse_size(cfg.size, even=True)
     if cfg.episodes < 1 or cfg.seconds <= 0 or cfg.workers < 1:
         raise ValueError("--episodes and --workers must be >= 1 and --seconds > 0")
     out = Path(cfg.out)

@@ -17,12 +17,13 @@ import math
 import numpy as np
 
 from actions import RAW, RAW_DIM
+from presets import TICK_HZ
 
 from . import blocks as B
 from .state import PlayerState
 from .world import World
 
-TICKS_PER_SECOND = 16
+TICKS_PER_SECOND = int(TICK_HZ)
 _R = 20.0 / TICKS_PER_SECOND  # Minecraft ticks per Ochre tick
 
 WALK_SPEED = 4.317
