@@ -1,15 +1,15 @@
 """Training schedules: pure functions of the global step, plus the adaptive AR brake as a pure update of an
 explicit, saved state. Nothing here keeps hidden state, so a resumed run follows the same schedules.
 
-Lessons of ../shared/reference/project-ochre-changelog.md kept here:
+Lessons kept here (ids of LESSONS.md):
 - the training window never grows: the AR length is carved out of a fixed window of `seq_len` frames
-  (`ar_length` <= seq_len - 1 - min_tf_steps, checked by `check_window`), so the v4.5 bug where
+  (`ar_length` <= seq_len - 1 - min_tf_steps, checked by `check_window`), so the bug (L5) where
   seq_len = max(BASE_SEQ_LEN, ar_len + 1) grew into an OOM cannot come back;
-- the scheduled-sampling curve is a proper inverse sigmoid 1/(1+exp(x)) (v4.4.1 fix);
+- the scheduled-sampling curve is a proper inverse sigmoid 1/(1+exp(x)) (L4);
 - the learning rate of each parameter group is base_lr(step) * the group's multiplier, so warmup never
-  overwrites the FiLM multiplier (v4.7.1 bug);
+  overwrites the FiLM multiplier (L8);
 - the AR brake has a guaranteed minimum AR length after the AR start, hysteresis between its lower and
-  upper LPIPS-ratio thresholds and a minimum interval between changes (v4.7.1), and a missing
+  upper LPIPS-ratio thresholds and a minimum interval between changes (L9), and a missing
   measurement leaves it unchanged.
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ class CurriculumConfig:
     tau_start: float = 1.0
     """Gumbel-softmax temperature at step 0."""
     tau_end: float = 0.3
-    """Gumbel-softmax temperature floor (a high floor avoids the collapse of v6.2's fast hardening)."""
+    """Gumbel-softmax temperature floor (a high floor avoids the collapse of fast hardening: L18)."""
     tau_steps: int = 15000
     """Steps of the exponential tau anneal from tau_start to tau_end."""
     corrupt_max: float = 0.05

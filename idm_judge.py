@@ -3,7 +3,7 @@
 MineWorld and GameWorld score a world model's controllability by asking a separately trained
 inverse-dynamics model (IDM) which action produced each generated frame. Ochre's judge is a small CNN
 trained on GROUND-TRUTH frame pairs only (never the world model's own IDM head, which can learn to echo
-actions without the pixels showing them, changelog v6.2): either token shards decoded by the VQ-VAE (the
+actions without the pixels showing them, LESSONS.md L19): either token shards decoded by the VQ-VAE (the
 same image domain as the world model's decoded rollouts; the default) or raw video (any source that
 preprocess.py reads, resampled to 16 fps).
 

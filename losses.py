@@ -9,12 +9,12 @@ Layout: logits are [B, K, h, w] (the model's head returns that as a view of a co
 tensor); the heavy functions work on the codes-last view (`movedim(1, -1)`, free for such logits) so
 softmax, cross-entropy and the codebook matmul run over contiguous rows without layout copies.
 
-Lessons of ../shared/reference/project-ochre-changelog.md kept here:
-- the semantic and LPIPS losses go through a Gumbel-softmax *soft* embedding (v4.6.2): probabilities over
+Lessons kept here (ids of LESSONS.md):
+- the semantic and LPIPS losses go through a Gumbel-softmax *soft* embedding (L7): probabilities over
   the codebook times the codebook, decoded by the VQ-VAE decoder, so gradients reach the logits (an argmax
-  or a `no_grad` block silently disconnects LPIPS: v4.6.0/v4.6.1);
-- the IDM is cross-entropy over the yaw/pitch bins plus BCE over the keys (v5.0);
-- the action-ranking hinge says the true action must explain the target better than another one (v4.7.1).
+  or a `no_grad` block silently disconnects LPIPS: L6);
+- the IDM is cross-entropy over the yaw/pitch bins plus BCE over the keys (L15);
+- the action-ranking hinge says the true action must explain the target better than another one (L10).
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def lpips_per_sample(z_soft: torch.Tensor, target_rgb: torch.Tensor,
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode soft embeddings z_soft [N, D, h, w] (VQVAE.decode_embeddings: [0, 1] frames) and compare to
     target_rgb [N, 3, H, W] in [0, 1] -> (LPIPS distances [N], predicted frames [N, 3, H, W]).
-    Differentiable w.r.t. z_soft; never wrap this in no_grad (v4.6.0)."""
+    Differentiable w.r.t. z_soft; never wrap this in no_grad (L6)."""
     pred = decode(z_soft)
     d = lpips_net(pred * 2.0 - 1.0, target_rgb.to(pred.dtype) * 2.0 - 1.0)
     return d.float(), pred

@@ -9,14 +9,14 @@ the NEXT frame [B, K, h, w] come out, and the recurrent state is passed in and r
 The same `step()` serves training, inference and live play; `forward_sequence` (teacher forcing) gives the
 same result as unrolling `step` (it only batches the work that does not depend on the recurrence).
 
-Lessons of the earlier iteration built in (../shared/reference/project-ochre-changelog.md):
-- FiLM is applied to each GRU layer's *input* before the GRU (v4.2), never to the recurrent state, and its
-  gamma/beta are bounded with a smooth clamp (v4.11), so long unrolls with extreme actions stay bounded;
+Lessons of the earlier iteration built in (ids of LESSONS.md):
+- FiLM is applied to each GRU layer's *input* before the GRU (L2), never to the recurrent state, and its
+  gamma/beta are bounded with a smooth clamp (L14), so long unrolls with extreme actions stay bounded;
   the GRU state itself is a convex mix of the old state and a tanh, so |h| <= 1 always.
-- Camera (yaw/pitch bins) and movement (keys) have separate FiLM pathways (v6.1).
-- Codebook size and token grid come from the VQ-VAE (v4.3, v4.4.1): `compat.check_compatible` refuses a
+- Camera (yaw/pitch bins) and movement (keys) have separate FiLM pathways (L16).
+- Codebook size and token grid come from the VQ-VAE (L3, L4): `compat.check_compatible` refuses a
   mismatch, naming the file.
-- The temporal-attention memory is part of the explicit state (v6.1 review fix), with a relative
+- The temporal-attention memory is part of the explicit state (L17), with a relative
   attention-logit bias instead of additive position embeddings.
 """
 from __future__ import annotations
@@ -147,7 +147,7 @@ class ActionFiLM(nn.Module):
     """Per-layer gamma/beta from the action, with separate camera and movement pathways.
 
     Each pathway is its own MLP, so movement gradients do not compete with the (much stronger) camera
-    gradients for the same weights (v6.1). Their contributions are summed, then clamped."""
+    gradients for the same weights (L16). Their contributions are summed, then clamped."""
 
     def __init__(self, channels: list[int], hidden: int, clamp: float) -> None:
         super().__init__()
@@ -219,7 +219,7 @@ class TemporalAttention(nn.Module):
     """Causal attention from every position of the current top hidden state to the pooled hidden states of
     the last `ctx` steps (current included). The memory is a fixed-size FIFO carried in the state, so cost
     and memory are constant per step. Position in time enters only as a learned per-head bias on the
-    attention logits (relative to the current step), never added to the values (v6.1)."""
+    attention logits (relative to the current step), never added to the values (L17)."""
 
     def __init__(self, hidden: int, dim: int, heads: int, ctx: int, pool: tuple[int, int]) -> None:
         super().__init__()
@@ -266,7 +266,7 @@ class TemporalAttention(nn.Module):
 class InverseDynamicsHead(nn.Module):
     """Predicts the aggregate action between two hidden states h[t-k] and h[t] (k in 1..max_span).
 
-    A strided-conv compressor turns each hidden state into a vector (v6.1); a k embedding tells the MLP
+    A strided-conv compressor turns each hidden state into a vector (L17); a k embedding tells the MLP
     the span. Output: 15 logits laid out like the encoding (yaw 5 bins, pitch 3 bins, 7 keys)."""
 
     def __init__(self, hidden: int, width: int, max_span: int) -> None:
@@ -469,7 +469,7 @@ class WorldModel(nn.Module):
                          ) -> tuple[torch.Tensor, State]:
         """Teacher forcing: tokens [B, T, gh, gw] (frames 0..T-1), actions [B, T, 15] -> (logits
         [B, T, K, gh, gw], logits[:, t] predicting frame t+1; final state). Equal to unrolling step();
-        the embedding, FiLM and layer 0's input convolution run once for all T (v4.1)."""
+        the embedding, FiLM and layer 0's input convolution run once for all T (L1)."""
         b, t = tokens.shape[:2]
         if actions.shape[:2] != (b, t):
             raise ValueError(f"actions {tuple(actions.shape)} do not match tokens {tuple(tokens.shape)}")

@@ -5,13 +5,12 @@ One window of `seq_len` frames (tokens [B, L, h, w], actions [B, L-1, 15]) makes
   autoregressive (`curriculum.ar_length`), the rest are teacher-forced;
 - teacher-forced step t feeds frame t (corrupted in a few random tokens, or replaced by the model's own
   previous prediction with the scheduled-sampling probability) and action t, and is scored against frame
-  t+1: never the target frame as input (v4.8.0 fix);
-- AR steps feed the model's own greedy prediction, *detached* (v4.9.0's BPTT through AR feedback
-  exploded), and stream:
-  every `ar_bptt` steps the chunk's loss is backpropagated and the recurrent state detached, so memory does
-  not grow with the AR length;
+  t+1: never the target frame as input (L11);
+- AR steps feed the model's own greedy prediction, *detached* (L13: BPTT through the AR feedback exploded),
+  and stream: every `ar_bptt` steps the chunk's loss is backpropagated and the recurrent state detached, so
+  memory does not grow with the AR length;
 - losses (losses.py): token CE, the Gumbel-softmax semantic codebook loss, LPIPS on frames decoded from
-  soft embeddings *every step* with gradients (v4.6.x: no_grad and every-5th-step LPIPS caused the
+  soft embeddings *every step* with gradients (L6, L7: no_grad and every-5th-step LPIPS caused the
   flat loss and the 5-frame flashing), the variable-span IDM on the
   teacher-forced hidden states and the action-ranking hinge;
 - LPIPS cost is bounded by scoring `lpips_per_sample` randomly chosen frames of every sample each step.

@@ -195,7 +195,7 @@ def make_param_groups(model: WorldModel, cfg: TrainConfig) -> list[dict[str, Any
 
 
 def apply_lr(optimizer: torch.optim.Optimizer, base_lr: float) -> None:
-    """Every group's lr = base_lr * its multiplier (warmup never overwrites the FiLM multiplier: v4.7.1)."""
+    """Every group's lr = base_lr * its multiplier (warmup never overwrites the FiLM multiplier: L8)."""
     for g in optimizer.param_groups:
         g["lr"] = base_lr * g["lr_mult"]
 

@@ -42,7 +42,7 @@ def action_response(model: WorldModel, vqvae: Any, probes: torch.Tensor, tokens:
                     actions: torch.Tensor, ctx: int, horizon: int = 5) -> dict[str, float]:
     """Change of the predicted frame when the true action is swapped for each probe [P, 15] (1 step, mean
     absolute pixel difference of greedy decoded frames) after `ctx` context frames, and after `horizon` AR
-    steps holding each probe vs holding noop (v4.8.1: 1-step responses hide multi-step failures)."""
+    steps holding each probe vs holding noop (L12: 1-step responses hide multi-step failures)."""
     n = tokens.shape[0]
     state = model.init_state(n, tokens.device)
     for t in range(ctx - 1):

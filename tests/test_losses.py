@@ -106,7 +106,7 @@ def test_semantic_gradients_reach_the_model(hard):
 
 
 def test_argmax_path_would_carry_no_gradient():
-    """Negative control: decoding the argmax tokens (what v4.6.0 effectively did) cannot train the model,
+    """Negative control: decoding the argmax tokens (LESSONS.md L6) cannot train the model,
     which is why the soft path above exists."""
     vq = tiny_vqvae()
     model = model_for(vq)
@@ -214,7 +214,7 @@ def test_lr_warmup_and_cosine():
 
 
 def test_window_never_grows_with_the_ar_curriculum():
-    """v4.5 bug: seq_len = max(BASE, ar_len + 1) grew the window into an OOM. Here the AR length is carved
+    """LESSONS.md L5: seq_len = max(BASE, ar_len + 1) grew the window into an OOM. Here the AR length is carved
     out of the fixed window, for every step and every brake state."""
     seq_len = 10
     cfg = CurriculumConfig(ar_start_step=10, ar_ramp_steps=50, ar_min_len=2, ar_max_len=7, min_tf_steps=2,

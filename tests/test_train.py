@@ -130,7 +130,7 @@ def params(model) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- teacher forcing
 
 def test_teacher_forcing_feeds_the_previous_frame_and_ar_feeds_predictions(setup, lpips_net, monkeypatch):
-    """v4.8.0 bug: teacher forcing fed the target frame. A spy on model.step and on the CE records what goes
+    """LESSONS.md L11: teacher forcing once fed the target frame. A spy on model.step and on the CE records what goes
     in at each step and what it is scored against."""
     trainer = make_trainer(setup, lpips_net, "--corrupt-max", "0", "--ss-start-prob", "1", "--ss-min-prob", "1",
                            "--w-rank", "0", "--ar-start-step", "0", "--ar-min-len", "2", "--ar-max-len", "3")
