@@ -32,12 +32,24 @@ def _codes_last(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(1, -1)
 
 
-def token_ce_per_sample(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """logits [B, K, h, w], target [B, h, w] int64 -> mean CE per sample [B] (fp32)."""
+def token_ce_per_sample(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """logits [B, K, h, w], target [B, h, w] int64 -> CE per sample [B] (fp32): the mean over positions, or
+    the `weight` [B, h, w]-weighted mean."""
     b, k = logits.shape[:2]
     flat = _codes_last(logits).float().reshape(-1, k)  # [B*h*w, K]
-    ce = F.cross_entropy(flat, target.reshape(-1), reduction="none")  # [B*h*w]
-    return ce.view(b, -1).mean(1)
+    ce = F.cross_entropy(flat, target.reshape(-1), reduction="none").view(b, -1)  # [B, h*w]
+    if weight is None:
+        return ce.mean(1)
+    w = weight.reshape(b, -1).float()  # [B, h*w]
+    return (ce * w).sum(1) / w.sum(1).clamp_min(1e-8)
+
+
+def change_weight(target: torch.Tensor, previous: torch.Tensor, extra: float) -> torch.Tensor:
+    """Per-position CE weights [B, h, w]: 1 + extra where the target code differs from the previous frame's.
+    Most positions of a frame are copies of the last one; without this, their easy loss swamps the few
+    positions where the action changed the picture, which are what the model must learn."""
+    return 1.0 + extra * (target != previous).float()
 
 
 # ----------------------------------------------------------------------------- Gumbel soft embeddings

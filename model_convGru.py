@@ -434,36 +434,37 @@ class WorldModel(nn.Module):
         return logits.view(b, gh, gw, -1).movedim(-1, 1)  # [B, K, gh, gw], codes-last in memory
 
     def warp(self, tokens: torch.Tensor, action: torch.Tensor, state: State
-             ) -> tuple[torch.Tensor, State]:
+             ) -> tuple[torch.Tensor, torch.Tensor | None, State]:
         """The motion path: frame t's tokens [B, gh, gw] and the recurrent state moved by action t's
-        calibrated motion (whole tokens; the remainder carried in state["motion_res"]). Identity without
-        a motion path."""
+        calibrated motion (whole tokens; the remainder carried in state["motion_res"]), and where the moved
+        content came from inside the frame [B, gh, gw] (None without a motion path, where nothing moves)."""
         self.check_grid(tokens)
         if not self.motion:
-            return tokens, state
+            return tokens, None, state
         disp = motion.displacement(self.motion_coef, action.float(), tokens.shape[-2:])  # [B, 2, gh, gw]
-        src, res = motion.warp_sources(state["motion_res"], disp)
+        src, inside, res = motion.warp_sources(state["motion_res"], disp)
         new = {k: (motion.gather_map(v, src) if k.startswith("h") else v) for k, v in state.items()}
         new["motion_res"] = res
-        return motion.gather_tokens(tokens, src), new
+        return motion.gather_tokens(tokens, src), inside, new
 
-    def add_copy_prior(self, logits: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
-        """logits [B, K, gh, gw] + copy_logit on each position's warped previous code."""
-        if not self.motion:
+    def add_copy_prior(self, logits: torch.Tensor, warped: torch.Tensor, inside: torch.Tensor | None
+                       ) -> torch.Tensor:
+        """logits [B, K, gh, gw] + copy_logit on each position's warped previous code, where it is inside."""
+        if inside is None:
             return logits
-        bump = self.copy_logit.to(logits.dtype).expand(warped[:, None].shape)  # [B, 1, gh, gw]
+        bump = self.copy_logit.to(logits.dtype) * inside[:, None].to(logits.dtype)  # [B, 1, gh, gw]
         return logits.scatter_add(1, warped[:, None], bump)
 
     def step(self, tokens: torch.Tensor, action: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """tokens [B, gh, gw] int64 (frame t), action [B, 15] (action t) -> (logits [B, K, gh, gw] for
         frame t+1, new state)."""
-        warped, state = self.warp(tokens, action, state)
+        warped, inside, state = self.warp(tokens, action, state)
         x = self.embed_tokens(warped)
         film = self.film_params(action)
         logits, new = self._core(self._layer0_proj(x, *film[0]), x, film, state)
         if self.motion:
             new["motion_res"] = state["motion_res"]
-        return self.add_copy_prior(logits, warped), new
+        return self.add_copy_prior(logits, warped, inside), new
 
     def forward_sequence(self, tokens: torch.Tensor, actions: torch.Tensor, state: State | None = None
                          ) -> tuple[torch.Tensor, State]:

@@ -101,18 +101,22 @@ def displacement(coef: torch.Tensor, action: torch.Tensor, grid: tuple[int, int]
     return shift[:, :, None, None] + zoom[:, None, None, None] * offset[None]
 
 
-def warp_sources(residual: torch.Tensor, disp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def warp_sources(residual: torch.Tensor, disp: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Residual [B, 2, gh, gw] (motion not yet applied) + this step's displacement -> (flat source index
-    [B, gh*gw] of every output token, new residual). Content moves by whole tokens; the border repeats the
-    edge token, which the network overwrites with what enters the view."""
+    [B, gh*gw] of every output token, inside [B, gh, gw] (the source lies in the previous frame), new
+    residual). Content moves by whole tokens; a position whose source left the frame repeats the edge token
+    as the network's input, but gets no copy prior: what enters the view is the network's to draw."""
     b, _, gh, gw = residual.shape
     total = residual + disp
     moved = torch.floor(total + 0.5)
     ys = torch.arange(gh, device=disp.device)[:, None].expand(gh, gw)
     xs = torch.arange(gw, device=disp.device)[None, :].expand(gh, gw)
-    src_x = (xs[None] - moved[:, 0].long()).clamp(0, gw - 1)  # [B, gh, gw]
-    src_y = (ys[None] - moved[:, 1].long()).clamp(0, gh - 1)
-    return (src_y * gw + src_x).reshape(b, gh * gw), total - moved  # [B, gh*gw]
+    src_x = xs[None] - moved[:, 0].long()  # [B, gh, gw]
+    src_y = ys[None] - moved[:, 1].long()
+    inside = (src_x >= 0) & (src_x < gw) & (src_y >= 0) & (src_y < gh)
+    src = src_y.clamp(0, gh - 1) * gw + src_x.clamp(0, gw - 1)
+    return src.reshape(b, gh * gw), inside, total - moved  # [B, gh*gw]
 
 
 def gather_tokens(tokens: torch.Tensor, src: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ import torch
 from actions import make_raw
 from curriculum import BrakeState, ar_length, corruption_prob, gumbel_tau, teacher_prob
 from devices import PhaseTimer
-from losses import (action_rank_per_sample, gumbel_softmax_probs, idm_per_item, lpips_per_sample,
+from losses import (action_rank_per_sample, change_weight, gumbel_softmax_probs, idm_per_item, lpips_per_sample,
                     semantic_per_sample, soft_embeddings, span_action_targets, token_ce_per_sample)
 from model_convGru import State, WorldModel, WorldModelConfig
 
@@ -76,6 +76,9 @@ class ObjectiveConfig:
     """Weight of the action-ranking hinge."""
     rank_margin: float = 0.05
     """Margin (nats of mean token CE) by which the true action must beat another one."""
+    w_changed: float = 0.0
+    """Extra token-CE weight on positions whose next code differs from the current true frame's
+    (losses.change_weight); 0 = every position counts the same."""
     ar_loss_weight: float = 1.0
     """Weight of AR frames' losses relative to teacher-forced frames."""
     ar_bptt: int = 1
@@ -333,10 +336,12 @@ class Objective:
             state = model.detach_state(state)
             del lp_items
 
-    def frame_losses(self, logits: torch.Tensor, target: torch.Tensor, noise: torch.Tensor, tau: float
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(CE [B], semantic [B], soft embeddings [B, D, h, w]) of one predicted frame."""
-        ce = token_ce_per_sample(logits, target)
+    def frame_losses(self, logits: torch.Tensor, target: torch.Tensor, previous: torch.Tensor,
+                     noise: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(CE [B], semantic [B], soft embeddings [B, D, h, w]) of one predicted frame; `previous` is the
+        true frame before the target (for the change weighting)."""
+        weight = change_weight(target, previous, self.cfg.w_changed) if self.cfg.w_changed > 0 else None
+        ce = token_ce_per_sample(logits, target, weight)
         z = soft_embeddings(gumbel_softmax_probs(logits, tau, noise, self.cfg.gumbel_hard), self.codebook)
         sem = semantic_per_sample(z, self.codebook, target) if self.cfg.w_semantic > 0 else torch.zeros_like(ce)
         return ce, sem, z
@@ -376,7 +381,7 @@ class _Window:
             logits, new_state = self.model.step(inp, self.actions[:, t], state)
         target = self.tokens[:, t + 1]
         noise = gumbel_noise(self.plan.gens, tuple(target.shape[1:]), logits.shape[1])
-        ce, sem, z = obj.frame_losses(logits, target, noise, self.plan.tau)
+        ce, sem, z = obj.frame_losses(logits, target, self.tokens[:, t], noise, self.plan.tau)
         self.acc(f"ce_{kind}", ce.mean())
         self.acc("semantic", sem.mean())
         lp_mask = self.plan.lpips[:, t]

@@ -8,7 +8,7 @@ import torch
 from actions import ENC_DIM
 from curriculum import (BrakeState, CurriculumConfig, ar_length, ar_schedule, brake_update, check_window,
                         corruption_prob, gumbel_tau, initial_brake, lr_factor, teacher_prob)
-from losses import (action_rank_per_sample, gumbel_softmax_probs, idm_per_item, lpips_per_sample,
+from losses import (action_rank_per_sample, change_weight, gumbel_softmax_probs, idm_per_item, lpips_per_sample,
                     prediction_stats, semantic_per_sample, soft_embeddings, span_action_targets, spatial_gradient,
                     token_ce_per_sample)
 from model_convGru import WorldModel, WorldModelConfig
@@ -275,3 +275,18 @@ def test_scheduled_sampling_tau_and_corruption_schedules():
     assert gumbel_tau(10 ** 6, cfg) == pytest.approx(0.25)
     assert corruption_prob(0, cfg) == 0.0 and corruption_prob(50, cfg) == pytest.approx(0.05)
     assert corruption_prob(10 ** 6, cfg) == pytest.approx(0.1)
+
+
+def test_change_weight_counts_changed_positions_more():
+    prev = torch.zeros(2, 3, 4, dtype=torch.long)
+    target = prev.clone()
+    target[0, 0, 0] = 5  # one changed position in sample 0, none in sample 1
+    w = change_weight(target, prev, 3.0)
+    assert w[0, 0, 0] == 4.0 and w.sum() == 2 * 12 + 3.0
+    logits = torch.zeros(2, 8, 3, 4)
+    logits[:, 0] = 5.0  # confident "code 0" everywhere: right except at the changed position
+    plain = token_ce_per_sample(logits, target)
+    weighted = token_ce_per_sample(logits, target, w)
+    assert weighted[0] > plain[0] * 2  # the one wrong position now weighs 4 of 15 instead of 1 of 12
+    torch.testing.assert_close(weighted[1], plain[1])
+    torch.testing.assert_close(token_ce_per_sample(logits, target, torch.ones(2, 3, 4)), plain)

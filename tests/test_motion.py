@@ -43,16 +43,19 @@ def test_noop_never_moves_and_turns_move_whole_tokens_at_the_average_rate():
     tokens = torch.arange(48).view(1, *GRID)
     res = torch.zeros(1, 2, *GRID)
     for _ in range(10):
-        src, res = motion.warp_sources(res, motion.displacement(coef, enc(), GRID))
+        src, _, res = motion.warp_sources(res, motion.displacement(coef, enc(), GRID))
         assert torch.equal(motion.gather_tokens(tokens, src), tokens)
     # 1 degree per step: the picture moves one token every 4 steps, to the left for a right turn.
     res = torch.zeros(1, 2, *GRID)
     cur = tokens
     moved = 0
     for _ in range(8):
-        src, res = motion.warp_sources(res, motion.displacement(coef, enc(yaw_deg=1.0), GRID))
+        src, inside, res = motion.warp_sources(res, motion.displacement(coef, enc(yaw_deg=1.0), GRID))
         nxt = motion.gather_tokens(cur, src)
-        moved += int(not torch.equal(nxt, cur))
+        step_moved = not torch.equal(nxt, cur)
+        moved += int(step_moved)
+        # What enters the view on the right has no source in the previous frame.
+        assert inside[0, :, :-1].all() and inside[0, :, -1].all() != step_moved
         cur = nxt
     assert moved == 2
     assert torch.equal(cur[0, :, :-2], tokens[0, :, 2:])  # two columns to the left, edge repeated
@@ -62,7 +65,8 @@ def test_noop_never_moves_and_turns_move_whole_tokens_at_the_average_rate():
 def test_zoom_moves_the_border_outwards_and_keeps_the_centre():
     coef = torch.zeros(3, ENC_DIM)
     coef[2, 8] = 0.2  # W zooms in by 20% per step
-    src, _ = motion.warp_sources(torch.zeros(1, 2, 7, 9), motion.displacement(coef, enc(forward=1), (7, 9)))
+    src, inside, _ = motion.warp_sources(torch.zeros(1, 2, 7, 9), motion.displacement(coef, enc(forward=1), (7, 9)))
+    assert inside.all()  # zooming in only brings content from inside the frame
     tokens = torch.arange(63).view(1, 7, 9)
     out = motion.gather_tokens(tokens, src)
     assert out[0, 3, 4] == tokens[0, 3, 4]
