@@ -120,6 +120,40 @@ def other_clip_actions(actions: np.ndarray, seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- data
 
+def heldout_files(root: Path, meta: dict[str, Any], val_fraction: float = -1.0, split_seed: int = -1
+                  ) -> tuple[list[str], str]:
+    """The episodes the model did not train on. A model that records its training episodes (`train_files`)
+    is checked by name: every episode here that is not one of them, whichever path either run reached the
+    data by (a relative path means another folder from another directory). A model without that record:
+    when it was trained on this folder, dataset.split_files with its own fraction and seed; when on another
+    folder, every episode here. val_fraction >= 0 forces a split (split_seed >= 0 its seed). Falls back to all files, saying so."""
+    from dataset import read_manifest, split_files
+
+    tc = meta.get("train_config") or {}
+    frac = val_fraction if val_fraction >= 0 else float(tc.get("val_fraction", 0.1))
+    seed = split_seed if split_seed >= 0 else int(tc.get("seed", 0))
+    every = sorted(e["file"] for e in read_manifest(root))
+    seen = meta.get("train_files")
+    if seen is not None and val_fraction < 0:
+        unseen = sorted(set(every) - set(seen))
+        if not unseen:
+            return every, (f"all {len(every)} episodes of {root}: the model trained on every one of them "
+                           f"(NOT held out)")
+        if len(unseen) == len(every):
+            return every, (f"all {len(every)} episodes of {root}: none is among the model's {len(seen)} "
+                           f"training episodes")
+        return unseen, (f"held-out episodes of {root}: the {len(unseen)} of {len(every)} that are not among "
+                        f"the model's training episodes")
+    trained_on = str(tc.get("data", ""))
+    if trained_on and Path(trained_on).resolve() != root.resolve() and val_fraction < 0:
+        return every, (f"all {len(every)} episodes of {root}: the model was trained on {trained_on}, so none "
+                       f"of them was seen in training")
+    _, val = split_files(root, frac, seed) if frac > 0 else ([], [])
+    if not val:
+        return every, f"all {len(every)} episodes of {root}: the split has no held-out episode (NOT held out)"
+    return val, f"held-out split of {root} (val_fraction {frac}, seed {seed}: {len(val)} of {len(every)} episodes)"
+
+
 @dataclass
 class Clip:
     tokens: np.ndarray

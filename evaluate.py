@@ -47,7 +47,8 @@ import torch
 
 import metrics as M
 from eval_inputs import (ActionOverride, Clip, CopyPredictor, ModelPredictor, Predictor, Start, blockworld_starts,
-                         clip_starts, load_clips, max_episode_length, noop_actions, other_clip_actions)
+                         clip_starts, heldout_files, load_clips, max_episode_length, noop_actions,
+                         other_clip_actions)
 from eval_report import (ClipFrames, CounterfactualFrames, SectionFrames, StabilityFrames,
                          log_wandb, plot_controllability, plot_counterfactuals, plot_fidelity, plot_stability,
                          summary_of, write_markdown, write_videos, fmt)
@@ -172,39 +173,6 @@ def apply_quick(cfg: EvalConfig) -> EvalConfig:
 
 
 # ----------------------------------------------------------------------------- held-out episodes
-
-def heldout_files(root: Path, meta: dict[str, Any], cfg: EvalConfig) -> tuple[list[str], str]:
-    """The episodes the model did not train on. A model that records its training episodes (`train_files`)
-    is checked by name: every episode here that is not one of them, whichever path either run reached the
-    data by (a relative path means another folder from another directory). A model without that record:
-    when it was trained on this folder, dataset.split_files with its own fraction and seed; when on another
-    folder, every episode here. --val-fraction forces a split. Falls back to all files, saying so."""
-    from dataset import read_manifest, split_files
-
-    tc = meta.get("train_config") or {}
-    frac = cfg.val_fraction if cfg.val_fraction >= 0 else float(tc.get("val_fraction", 0.1))
-    seed = cfg.split_seed if cfg.split_seed >= 0 else int(tc.get("seed", 0))
-    every = sorted(e["file"] for e in read_manifest(root))
-    seen = meta.get("train_files")
-    if seen is not None and cfg.val_fraction < 0:
-        unseen = sorted(set(every) - set(seen))
-        if not unseen:
-            return every, (f"all {len(every)} episodes of {root}: the model trained on every one of them "
-                           f"(NOT held out)")
-        if len(unseen) == len(every):
-            return every, (f"all {len(every)} episodes of {root}: none is among the model's {len(seen)} "
-                           f"training episodes")
-        return unseen, (f"held-out episodes of {root}: the {len(unseen)} of {len(every)} that are not among "
-                        f"the model's training episodes")
-    trained_on = str(tc.get("data", ""))
-    if trained_on and Path(trained_on).resolve() != root.resolve() and cfg.val_fraction < 0:
-        return every, (f"all {len(every)} episodes of {root}: the model was trained on {trained_on}, so none "
-                       f"of them was seen in training")
-    _, val = split_files(root, frac, seed) if frac > 0 else ([], [])
-    if not val:
-        return every, f"all {len(every)} episodes of {root}: the split has no held-out episode (NOT held out)"
-    return val, f"held-out split of {root} (val_fraction {frac}, seed {seed}: {len(val)} of {len(every)} episodes)"
-
 
 # ----------------------------------------------------------------------------- fidelity
 
@@ -607,7 +575,7 @@ def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None
     check_compatible(shards_side(meta, root), vqvae_side(bundle.vqvae, bundle.vqvae_path, bundle.vqvae_identity))
     ev = Evaluation(cfg, bundle, model)
     notes.append(ev.lpips_note)
-    files, split_note = heldout_files(root, bundle.meta, cfg)
+    files, split_note = heldout_files(root, bundle.meta, cfg.val_fraction, cfg.split_seed)
     tc = bundle.meta.get("train_config") or {}
     split = (cfg.val_fraction if cfg.val_fraction >= 0 else float(tc.get("val_fraction", 0.1)),
              cfg.split_seed if cfg.split_seed >= 0 else int(tc.get("seed", 0)))

@@ -107,20 +107,19 @@ def test_quick_cli_end_to_end(tiny_setup, tmp_path, capsys):
     _, note = E.get_judge(E.EvalConfig(judge_steps=3), shards, bundle, (0.34, 0))
     assert "(cached, 3 steps)" in note
     # A model trained on another folder: every episode here is unseen.
-    files, why = E.heldout_files(shards, {"train_config": {"data": "elsewhere", "val_fraction": 0.34}},
-                                 E.EvalConfig())
+    files, why = EI.heldout_files(shards, {"train_config": {"data": "elsewhere", "val_fraction": 0.34}})
     assert len(files) == 3 and "none of them was seen" in why
-    files, why = E.heldout_files(shards, bundle.meta, E.EvalConfig())
+    files, why = EI.heldout_files(shards, bundle.meta)
     assert len(files) == 1 and "held-out split" in why
     # A model that names its training episodes is held out by name, whatever path it recorded for the data
     # (a relative path from another directory would otherwise look like another dataset).
     every = sorted(p.name for p in shards.glob("*.npz"))
     named = {"train_config": {"data": "runs/x/shards", "val_fraction": 0.34}, "train_files": every[:2]}
-    files, why = E.heldout_files(shards, named, E.EvalConfig())
+    files, why = EI.heldout_files(shards, named)
     assert files == every[2:] and "not among the model's training episodes" in why
-    files, why = E.heldout_files(shards, {**named, "train_files": every}, E.EvalConfig())
+    files, why = EI.heldout_files(shards, {**named, "train_files": every})
     assert files == every and "NOT held out" in why
-    files, why = E.heldout_files(shards, {**named, "train_files": ["other.npz"]}, E.EvalConfig())
+    files, why = EI.heldout_files(shards, {**named, "train_files": ["other.npz"]})
     assert files == every and "none is among" in why
 
 
