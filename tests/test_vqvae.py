@@ -331,3 +331,19 @@ def test_cli_exits_zero_every_time_with_a_refreshing_pool(video_dir, tmp_path):
                              timeout=60)
         assert run.returncode == 0, (i, run.returncode, run.stderr[-2000:])
         assert (tmp_path / f"run{i}" / "vqvae.pt").is_file()
+
+
+def test_consistency_terms_wait_for_their_start_step_and_use_the_chosen_frames():
+    cfg = vq_train.VQTrainConfig(**{**TINY.__dict__, "quantizer": "fsq", "fsq_levels": (5, 3, 3),
+                                    "reencode_weight": 1.0, "perturb_weight": 1.0, "consistency_start_step": 10,
+                                    "consistency_frames": 2})
+    torch.manual_seed(0)
+    m = VQVAE(vq_train.model_config(cfg))
+    x = m.preprocess(make_frames(3))
+    rec, idx, _, _ = m(x)
+    assert vq_train.consistency_terms(m, x, rec, idx, cfg, step=10) == (None, None)
+    reenc, pert = vq_train.consistency_terms(m, x, rec, idx, cfg, step=11)
+    assert reenc.ndim == 0 and pert.ndim == 0 and reenc.item() >= 0 and pert.item() >= 0
+    # the re-encoding term reaches the decoder only when asked to
+    reenc.backward()
+    assert all(p.grad is None for p in m.decoder.parameters())
