@@ -2,6 +2,7 @@
 held-out clips and the start states of the counterfactual and stability rollouts."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +208,8 @@ class Start:
     """raw [C-1, 9]."""
     oracle: Callable[[np.ndarray], np.ndarray] | None
     """raw actions [N, 9] -> true frames uint8 [N, H, W, 3] (the frame after each action)."""
+    frame: np.ndarray | None = None
+    """The last context frame as the oracle renders it, uint8 [H, W, 3] (None without an oracle)."""
 
 
 def blockworld_starts(root: Path, files: Sequence[str], source_data: str, context: int, n: int,
@@ -214,16 +217,19 @@ def blockworld_starts(root: Path, files: Sequence[str], source_data: str, contex
                       ) -> tuple[list[Start], str]:
     """Start states of held-out block-world episodes: blockworld.episode_start from each episode's metadata
     JSON (the manifest's actions_file, else <source_data>/metadata/<stem>.json), then C-1 no-op ticks
-    through the simulator, rendered and encoded as the context. ([], reason) when unavailable."""
+    through the simulator, rendered and encoded as the context. More starts than episodes turn the player
+    round by a quarter per pass over the episodes (a small held-out split still gives several views, and a
+    view of mostly sky, where no motion can be measured, does not decide a response alone). ([], reason)
+    when unavailable."""
     from blockworld import context_start, episode_start
     from dataset import read_manifest
 
     entries = {e["file"]: e for e in read_manifest(root)}
     starts: list[Start] = []
     reasons: list[str] = []
-    for f in files:
-        if len(starts) >= n:
-            break
+    for k in range(n if files else 0):
+        f = files[k % len(files)]
+        turn = 90.0 * (k // len(files))
         e = entries.get(f, {})
         cands = []
         if e.get("actions_file"):
@@ -241,9 +247,11 @@ def blockworld_starts(root: Path, files: Sequence[str], source_data: str, contex
         except (ValueError, OSError) as err:
             reasons.append(f"{path}: {err}")
             continue
+        state = dataclasses.replace(state, yaw=state.yaw + turn)
         acts = noop(context - 1)
         frames, oracle = context_start(world, state, acts, frame_size)  # frames [C, H, W, 3]
-        starts.append(Start(f"{stem}", encode(frames), acts, oracle))
+        starts.append(Start(f"{stem}" + (f" turned {turn:.0f} deg" if turn else ""), encode(frames), acts, oracle,
+                            frames[-1]))
     return starts, "; ".join(reasons) if not starts else ""
 
 

@@ -86,6 +86,9 @@ def test_quick_cli_end_to_end(tiny_setup, tmp_path, capsys):
     assert "held-out split" in report["split"] and report["n_clips"] >= 2  # several clips of the 1 held-out episode
     cf = report["counterfactuals"]
     assert cf["presets"] == list(E.QUICK_PRESETS) and cf["frames"] == 4
+    # One held-out episode still gives four views: its start turned by a quarter each time.
+    assert [s["start"].split(" ", 1)[-1] for s in cf["per_start"]][1:] == ["turned 90 deg", "turned 180 deg",
+                                                                          "turned 270 deg"]
     assert np.isfinite(cf["summary"]["walk-forward"]["psnr"])
     st = report["stability"]
     assert st["frames"] == 16 and len(st["starts"]) == 1
