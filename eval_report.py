@@ -162,6 +162,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                          [[k, v["psnr"], v["noop_actions_psnr"], v["copy_psnr"], v["psnr_changed"],
                            v["copy_psnr_changed"], v["lpips"], v["noop_actions_lpips"], v["copy_lpips"],
                            v["response"] or "-", v["ratio"]] for k, v in cf["summary"].items()]))
+        if cf.get("tokenizer_codes"):
+            c = cf["tokenizer_codes"]
+            md += ["", "Tokenizer codes on the oracle's frames of these presets (definitions: vq_vae/README.md): "
+                   + ", ".join(f"{k} {fmt(c[k])}" for k in ("idempotence", "stability_le2", "stability_3to8",
+                                                            "separation", "perplexity", "usage_fraction"))]
     else:
         md.append(f"Skipped: {cf.get('skipped', 'no block-world episodes')}")
     md.append("")
@@ -432,6 +437,10 @@ def summary_of(report: dict[str, Any]) -> dict[str, Any]:
             s["judge key mean F1 (model / truth)"] = (f"{fmt(ctl['judge']['model']['key_mean_f1'])} / "
                                                       f"{fmt(ctl['judge']['truth']['key_mean_f1'])}")
     cf = report.get("counterfactuals", {})
+    codes = cf.get("tokenizer_codes")
+    if codes:
+        s["tokenizer idempotence / stability <=2 / stability 3-8 / separation"] = " / ".join(
+            fmt(codes[k]) for k in ("idempotence", "stability_le2", "stability_3to8", "separation"))
     if cf.get("summary"):
         s["counterfactual PSNR (mean over presets)"] = M.nanmean([v["psnr"] for v in cf["summary"].values()])
         for preset, v in cf["summary"].items():

@@ -408,6 +408,7 @@ class Evaluation:
         acts = np.stack([preset_actions(p, max(n, DEFAULT_PRESET_FRAMES), seed=cfg.seed)[:n]
                          for p in presets])  # [P, N, 9]
         per_start = []
+        oracle_clips = []  # the oracle's own consecutive frames, for the tokenizer's code metrics
         drawn = []
         for st in starts:
             p = len(presets)
@@ -421,6 +422,7 @@ class Evaluation:
             copy_f = self.decode(copy_tok)
             idle_f = np.repeat(self.decode(idle_tok), p, axis=0)
             oracle_raw = np.stack([st.oracle(a) for a in acts])  # [P, N, H, W, 3]
+            oracle_clips += [np.concatenate([st.frame[None], o]) for o in oracle_raw]  # [N+1, H, W, 3] each
             oracle_tok = self.encode(oracle_raw.reshape((-1,) + oracle_raw.shape[2:]))
             oracle_f = self.decode(oracle_tok).reshape(oracle_raw.shape)  # the truth as the VQ-VAE draws it
             last = self.decode(st.tokens[-1:])[0]
@@ -456,7 +458,11 @@ class Evaluation:
                              ("psnr", "ssim", "lpips", "copy_psnr", "copy_lpips", "noop_actions_psnr",
                               "noop_actions_lpips", "psnr_changed", "copy_psnr_changed", "ratio")}
             summary[name]["response"] = vals[0]["response"] if vals else None
+        from vq_vae.stability import code_metrics
+
+        codes = code_metrics(self.bundle.vqvae, oracle_clips) if oracle_clips else {}
         return {"frames": n, "presets": list(presets), "per_start": per_start, "summary": summary,
+                "tokenizer_codes": codes,
                 "truth": "oracle frames re-encoded and decoded by the VQ-VAE (responses: the oracle's own frames)"}, drawn
 
     # ---- stability
