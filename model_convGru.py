@@ -74,9 +74,6 @@ class ModelArchConfig:
     copy_prior: float = 4.0
     """Initial weight (logits, learned) of the motion path's prior: the previous frame warped by the action's
     calibrated motion (motion.py). 0 = no motion path: the earlier FiLM-only design."""
-    mark_unseen: bool = False
-    """Feed a learned "not seen yet" embedding where the motion brought content from outside the frame,
-    instead of the repeated edge token (which the network learns to copy into streaks)."""
 
 
 @dataclass
@@ -126,7 +123,6 @@ class WorldModelConfig(ModelArchConfig):
             raise ValueError(f"unknown WorldModelConfig keys {sorted(unknown)}")
         kw = dict(d)
         kw.setdefault("copy_prior", 0.0)  # checkpoints from before the motion path had none
-        kw.setdefault("mark_unseen", False)
         if "attn_pool" in kw:
             kw["attn_pool"] = tuple(kw["attn_pool"])
         return cls(**kw)
@@ -328,8 +324,6 @@ class WorldModel(nn.Module):
         self.motion = cfg.copy_prior > 0
         if self.motion:
             self.copy_logit = nn.Parameter(torch.tensor(float(cfg.copy_prior)))
-            if cfg.mark_unseen:
-                self.unseen = nn.Parameter(torch.zeros(cfg.embed_dim))
             coef = torch.tensor(cfg.motion_coef, dtype=torch.float32).view(len(motion.MOTION_ROWS), ENC_DIM)
             # A buffer, so it moves with the model's device; its value is the config's (saved there).
             self.register_buffer("motion_coef", coef, persistent=False)
@@ -466,8 +460,6 @@ class WorldModel(nn.Module):
         frame t+1, new state)."""
         warped, inside, state = self.warp(tokens, action, state)
         x = self.embed_tokens(warped)
-        if inside is not None and self.cfg.mark_unseen:
-            x = torch.where(inside[:, None], x, self.unseen.to(x.dtype)[None, :, None, None])
         film = self.film_params(action)
         logits, new = self._core(self._layer0_proj(x, *film[0]), x, film, state)
         if self.motion:
