@@ -76,9 +76,9 @@ class ObjectiveConfig:
     """Weight of the action-ranking hinge."""
     rank_margin: float = 0.05
     """Margin (nats of mean token CE) by which the true action must beat another one."""
-    w_changed: float = 0.0
+    w_changed: float = 4.0
     """Extra token-CE weight on positions whose next code differs from the current true frame's
-    (losses.change_weight); 0 = every position counts the same."""
+    (losses.change_weight); 0 = every position counts the same (the earlier design)."""
     ar_loss_weight: float = 1.0
     """Weight of AR frames' losses relative to teacher-forced frames."""
     ar_bptt: int = 1

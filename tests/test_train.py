@@ -146,9 +146,9 @@ def test_teacher_forcing_feeds_the_previous_frame_and_ar_feeds_predictions(setup
 
     real_ce = objective.token_ce_per_sample
 
-    def spy_ce(logits, target):
+    def spy_ce(logits, target, weight=None):
         targets.append(target.clone())
-        return real_ce(logits, target)
+        return real_ce(logits, target, weight)
 
     monkeypatch.setattr(trainer.model, "step", spy_step)
     monkeypatch.setattr(objective, "token_ce_per_sample", spy_ce)
@@ -285,7 +285,7 @@ def test_nonfinite_loss_skips_the_step_then_stops(setup, lpips_net, monkeypatch)
     batch = batch_from_data(setup, trainer.cfg.seq_len)
     before = params(trainer.model)
     monkeypatch.setattr(objective, "token_ce_per_sample",
-                        lambda logits, target: torch.full((logits.shape[0],), float("nan")))
+                        lambda logits, target, weight=None: torch.full((logits.shape[0],), float("nan")))
     for _ in range(2):
         m = trainer.train_step(batch)
         assert m["nonfinite_skipped"] == 1.0
