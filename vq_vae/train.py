@@ -166,7 +166,7 @@ def lr_at(step: int, cfg: VQTrainConfig) -> float:
 
 
 def reconstruction_loss(x: torch.Tensor, rec: torch.Tensor, commit: torch.Tensor,
-                        lpips_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], cfg: VQTrainConfig,
+                        lpips_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, cfg: VQTrainConfig,
                         gen_logits: torch.Tensor | None = None, reencode: torch.Tensor | None = None,
                         perturb: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Tokenizer loss (fp32). x, rec: [B, 3, H, W] in [-1, 1]; commit: scalar; gen_logits: discriminator
@@ -174,7 +174,7 @@ def reconstruction_loss(x: torch.Tensor, rec: torch.Tensor, commit: torch.Tensor
     when their weights are on. Returns (total, {name: value})."""
     rec = rec.float()
     l1 = (rec - x).abs().mean()
-    lp = lpips_fn(rec, x).mean()
+    lp = lpips_fn(rec, x).mean() if lpips_fn is not None else rec.new_zeros(())
     total = cfg.l1_weight * l1 + cfg.lpips_weight * lp + cfg.commitment_weight * commit
     parts = {"l1": l1.item(), "lpips": lp.item(), "commit": commit.item()}
     for name, term, weight in (("reencode", reencode, cfg.reencode_weight), ("perturb", perturb, cfg.perturb_weight)):
@@ -324,7 +324,8 @@ def train(cfg: VQTrainConfig) -> dict[str, Any]:
         disc = PatchDiscriminator(cfg.disc_channels).to(device)
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    lpips_fn = load_lpips(cfg.lpips_net, device=device)
+    # loading the LPIPS trunk (torchvision) is seconds of start-up that a run without the term skips
+    lpips_fn = load_lpips(cfg.lpips_net, device=device) if cfg.lpips_weight > 0 else None
 
     step = 0
     if cfg.resume:
