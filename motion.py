@@ -105,8 +105,10 @@ def warp_sources(residual: torch.Tensor, disp: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Residual [B, 2, gh, gw] (motion not yet applied) + this step's displacement -> (flat source index
     [B, gh*gw] of every output token, inside [B, gh, gw] (the source lies in the previous frame), new
-    residual). Content moves by whole tokens; a position whose source left the frame repeats the edge token
-    as the network's input, but gets no copy prior: what enters the view is the network's to draw."""
+    residual). Content moves by whole tokens. A position whose source left the frame gets no copy prior
+    (what enters the view is the network's to draw); as its input it gets the token from the opposite side
+    across the frame's width (what leaves on the left enters on the right: sky stays sky and grass grass,
+    where repeating the edge column draws horizontal streaks over a turn), and the edge row vertically."""
     b, _, gh, gw = residual.shape
     total = residual + disp
     moved = torch.floor(total + 0.5)
@@ -115,7 +117,7 @@ def warp_sources(residual: torch.Tensor, disp: torch.Tensor
     src_x = xs[None] - moved[:, 0].long()  # [B, gh, gw]
     src_y = ys[None] - moved[:, 1].long()
     inside = (src_x >= 0) & (src_x < gw) & (src_y >= 0) & (src_y < gh)
-    src = src_y.clamp(0, gh - 1) * gw + src_x.clamp(0, gw - 1)
+    src = src_y.clamp(0, gh - 1) * gw + src_x.remainder(gw)
     return src.reshape(b, gh * gw), inside, total - moved  # [B, gh*gw]
 
 

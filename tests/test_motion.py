@@ -58,8 +58,12 @@ def test_noop_never_moves_and_turns_move_whole_tokens_at_the_average_rate():
         assert inside[0, :, :-1].all() and inside[0, :, -1].all() != step_moved
         cur = nxt
     assert moved == 2
-    assert torch.equal(cur[0, :, :-2], tokens[0, :, 2:])  # two columns to the left, edge repeated
-    assert torch.equal(cur[0, :, -1], tokens[0, :, -1])
+    assert torch.equal(cur[0, :, :-2], tokens[0, :, 2:])  # two columns to the left
+    assert torch.equal(cur[0, :, -2:], tokens[0, :, :2])  # what left on the left enters on the right
+    # Vertically the edge row repeats (looking up brings more of the top row: sky, not the ground).
+    src, inside, _ = motion.warp_sources(torch.zeros(1, 2, *GRID), motion.displacement(coef, enc(pitch_deg=-8.0), GRID))
+    up = motion.gather_tokens(tokens, src)  # content moves down by 2 rows
+    assert torch.equal(up[0, 2:], tokens[0, :-2]) and torch.equal(up[0, 0], tokens[0, 0]) and not inside[0, :2].any()
 
 
 def test_zoom_moves_the_border_outwards_and_keeps_the_centre():
