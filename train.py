@@ -90,7 +90,7 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     """Pitch bin edges of the action encoding in degrees per step."""
     camera_encoding: Literal["graded", "bins"] = "graded"
     """Camera input: graded (degrees split between bin centres, continuous) or bins (one-hot by edges)."""
-    motion_pairs: int = 1200
+    motion_pairs: int = 600
     """Training transitions the motion path is calibrated on before step 0 (with copy_prior > 0)."""
     lr: float = 1e-3
     """Peak learning rate (AdamW)."""
