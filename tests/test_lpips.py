@@ -91,8 +91,9 @@ def test_bad_weights_file_is_named(monkeypatch, tmp_path):
 
 
 def _example_dir() -> Path | None:
-    """The lpips repository's imgs/ folder (ex_ref.png, ex_p0.png, ex_p1.png), if present on this machine."""
-    candidates = [os.environ.get("OCHRE_LPIPS_EXAMPLES", "")]
+    """The lpips repository's example images (ex_ref.png, ex_p0.png, ex_p1.png): a copy ships in
+    tests/data/lpips-examples (from the lpips repository's imgs/, BSD-2-Clause); OCHRE_LPIPS_EXAMPLES overrides."""
+    candidates = [os.environ.get("OCHRE_LPIPS_EXAMPLES", ""), str(Path(__file__).parent / "data" / "lpips-examples")]
     import lpips
 
     candidates += [str(Path(lpips.__file__).parent / "imgs"), str(Path(lpips.__file__).parent.parent / "imgs")]
