@@ -232,8 +232,8 @@ def load_context(spec: str, bundle: Bundle, frames: int = 8) -> Context:
 def resolve_actions(spec: str, ctx: Context, frames: int, seed: int = 0) -> tuple[np.ndarray, bool]:
     """--actions: "episode" (the context episode's own), a preset name ("a+b" combines), or a JSON/CSV script
     -> (raw actions [N, 9], whether they are the episode's own). frames=0 means: as many as the source has
-    (all remaining episode actions, the whole script, or presets.DEFAULT_PRESET_FRAMES)."""
-    from presets import DEFAULT_PRESET_FRAMES, is_preset, load_action_script, preset_actions
+    (all remaining episode actions, the whole script, or action_scripts.DEFAULT_SCRIPT_FRAMES)."""
+    from action_scripts import DEFAULT_SCRIPT_FRAMES, is_named_script, load_action_script, named_script_actions
 
     if spec == "episode":
         if ctx.episode_actions is None or len(ctx.episode_actions) == 0:
@@ -244,8 +244,8 @@ def resolve_actions(spec: str, ctx: Context, frames: int, seed: int = 0) -> tupl
         if n > have:
             raise ValueError(f"{ctx.source}: the episode has {have} actions after the context, {n} asked for")
         return ctx.episode_actions[:n], True
-    if is_preset(spec):
-        return preset_actions(spec, frames or DEFAULT_PRESET_FRAMES, seed=seed), False
+    if is_named_script(spec):
+        return named_script_actions(spec, frames or DEFAULT_SCRIPT_FRAMES, seed=seed), False
     script = load_action_script(spec)
     n = frames or len(script)
     if n > len(script):

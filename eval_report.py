@@ -15,7 +15,7 @@ import numpy as np
 
 import metrics as M
 from metrics import RESPONSE_ACTIONS
-from presets import TICK_HZ
+from action_scripts import TICK_HZ
 from run_files import write_png
 
 PRED_LABELS = {"model": "model", "model_noop_actions": "model, no-op actions",
@@ -152,7 +152,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     cf = r.get("counterfactuals", {})
     md += ["## Counterfactuals on the block world", ""]
     if cf.get("summary"):
-        md += [f"The first {cf['frames']} frames of each action preset (presets.py, at its natural 6 s length) "
+        md += [f"The first {cf['frames']} frames of each named action script (action_scripts.py, at its natural 6 s length) "
                f"from the same start state, through the oracle and through the model; truth = {cf['truth']}. "
                f"PSNR/LPIPS are means over the frames; the ratio is the model's pixel response over the "
                f"oracle's (as in the controllability table).", "", "![counterfactuals](counterfactuals.png)", ""]
@@ -359,7 +359,7 @@ def _label(frame: np.ndarray, text: str, bottom: bool = False) -> np.ndarray:
 def write_videos(frames: SectionFrames, out: Path, n: int) -> list[str]:
     """Side by side (2x): truth | model | model with no-op actions | copy, for the first clips; oracle vs
     model per preset for each counterfactual start; scripted play (model | oracle) for stability."""
-    from presets import describe
+    from action_scripts import describe
     from video_io import upscale_nearest
 
     written = []

@@ -54,7 +54,7 @@ from eval_report import (ClipFrames, CounterfactualFrames, SectionFrames, Stabil
                          summary_of, write_markdown, write_videos, fmt)
 from actions import RAW, RAW_DIM
 from compat import check_compatible, shards_side, vqvae_side
-from presets import TICK_HZ
+from action_scripts import TICK_HZ
 
 
 # Pass/fail thresholds of the stability section (stated in the report).
@@ -72,9 +72,9 @@ FLASH_EXPLAINED = 0.5
 of its amplitude at the same frequency (e.g. a scripted action that repeats)."""
 
 
-COUNTERFACTUAL_PRESETS = ("turn-right-360", "turn-left-360", "look-up-down", "walk-forward", "walk-back",
+COUNTERFACTUAL_SCRIPTS = ("turn-right-360", "turn-left-360", "look-up-down", "walk-forward", "walk-back",
                           "strafe-left", "strafe-right", "jump", "noop")
-QUICK_PRESETS = ("turn-right-360", "look-up-down", "walk-forward", "walk-back", "strafe-left", "jump", "noop")
+QUICK_SCRIPTS = ("turn-right-360", "look-up-down", "walk-forward", "walk-back", "strafe-left", "jump", "noop")
 """One preset per response, so even --quick reports a ratio for every action."""
 # Scripted play for the stability rollouts: (preset, seconds), repeated to the requested length.
 STABILITY_SCRIPT = (("walk-forward", 2.0), ("turn-right-360", 1.5), ("walk-forward+jump", 2.0),
@@ -225,13 +225,13 @@ def fidelity_tables(per_frame: dict[str, dict[str, np.ndarray]], horizons: Seque
 
 def scripted_play(n: int, seed: int) -> np.ndarray:
     """STABILITY_SCRIPT repeated to n raw actions [n, 9]."""
-    from presets import preset_actions
+    from action_scripts import named_script_actions
 
     parts, total, k = [], 0, 0
     while total < n:
         spec, secs = STABILITY_SCRIPT[k % len(STABILITY_SCRIPT)]
         m = max(1, int(round(secs * TICK_HZ)))
-        parts.append(preset_actions(spec, m, seed=seed + k))
+        parts.append(named_script_actions(spec, m, seed=seed + k))
         total += m
         k += 1
     return np.concatenate(parts)[:n]
@@ -399,13 +399,13 @@ class Evaluation:
     # ---- counterfactuals
     def counterfactual_section(self, starts: list[Start]) -> tuple[dict[str, Any], list[CounterfactualFrames]]:
         cfg = self.cfg
-        presets = QUICK_PRESETS if cfg.quick else COUNTERFACTUAL_PRESETS
-        from presets import DEFAULT_PRESET_FRAMES, preset_actions
+        presets = QUICK_SCRIPTS if cfg.quick else COUNTERFACTUAL_SCRIPTS
+        from action_scripts import DEFAULT_SCRIPT_FRAMES, named_script_actions
 
         n = cfg.counterfactual_frames
         # Each preset at its natural length (a full turn over 6 s: 3.75 degrees per frame), cut to n frames,
         # so a short run does not squeeze a 360-degree turn into a few frames that no image motion tracks.
-        acts = np.stack([preset_actions(p, max(n, DEFAULT_PRESET_FRAMES), seed=cfg.seed)[:n]
+        acts = np.stack([named_script_actions(p, max(n, DEFAULT_SCRIPT_FRAMES), seed=cfg.seed)[:n]
                          for p in presets])  # [P, N, 9]
         per_start = []
         oracle_clips = []  # the oracle's own consecutive frames, for the tokenizer's code metrics

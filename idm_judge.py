@@ -35,7 +35,7 @@ from actions import ENC_FIELDS, KEYS_SLICE, PITCH_SLICE, YAW_SLICE, ActionEncodi
 from ckpt_io import json_safe
 from compat import recorded_vqvae
 from metrics import binary_scores
-from presets import TICK_HZ
+from action_scripts import TICK_HZ
 from vq_vae.model import FRAME_H, FRAME_W
 
 JUDGE_KIND = "idm_judge"

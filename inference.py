@@ -90,7 +90,7 @@ def run(cfg: InferenceConfig) -> dict:
     from tqdm import tqdm
 
     from ckpt_io import atomic_write_json
-    from presets import actions_to_entries
+    from action_scripts import actions_to_entries
     from contexts import load_context, resolve_actions
     from rollout import Rollout, Sampling, decode_tokens, load_bundle
     from video_io import upscale_nearest, write_mp4

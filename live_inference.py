@@ -182,11 +182,11 @@ def events_from_actions(raw: np.ndarray, sensitivity: float) -> list[ScriptEvent
 
 def load_script(spec: str, sensitivity: float, frames: int = 0) -> tuple[list[ScriptEvent], int]:
     """--script -> (events, length in ticks); a preset runs `frames` ticks (0: its default length)."""
-    from presets import (DEFAULT_PRESET_FRAMES, actions_from_entries, is_preset, load_action_script, preset_actions,
+    from action_scripts import (DEFAULT_SCRIPT_FRAMES, actions_from_entries, is_named_script, load_action_script, named_script_actions,
                          read_json_script)
 
-    if is_preset(spec):
-        raw = preset_actions(spec, frames or DEFAULT_PRESET_FRAMES)
+    if is_named_script(spec):
+        raw = named_script_actions(spec, frames or DEFAULT_SCRIPT_FRAMES)
         return events_from_actions(raw, sensitivity), len(raw)
     path = Path(spec)
     if not path.is_file():
@@ -447,7 +447,7 @@ class LiveSession:
         return (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
     def hud_lines(self) -> list[str]:
-        from presets import describe
+        from action_scripts import describe
 
         fps = self.fps_now()
         lines = [(f"{fps:5.1f} FPS" if fps else "  -- FPS")
@@ -529,7 +529,7 @@ class LiveSession:
             self.pg.display.quit()
         if self.cfg.actions_out:
             from ckpt_io import atomic_write_json
-            from presets import actions_to_entries
+            from action_scripts import actions_to_entries
 
             atomic_write_json(self.cfg.actions_out, actions_to_entries(np.array(self.actions_log).reshape(-1, RAW_DIM)))
         frames = len(self.actions_log)

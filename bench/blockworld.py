@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actions import noop  # noqa: E402
 from config import main_config, parse_size, to_dict  # noqa: E402
-from presets import TICK_HZ  # noqa: E402
+from action_scripts import TICK_HZ  # noqa: E402
 
 
 @dataclass

@@ -105,7 +105,7 @@ def _cpu_name() -> str:
 def bench_preset(name: str, cfg: LiveBenchConfig, threads: int) -> dict[str, Any]:
     from live_inference import LiveConfig, LiveSession, events_from_actions
     from model_convGru import analytic_step_flops
-    from presets import preset_actions
+    from action_scripts import named_script_actions
     from contexts import Context
     from rollout import gflop_per_frame, load_bundle
     from vq_vae.model import decoder_flops
@@ -127,7 +127,7 @@ def bench_preset(name: str, cfg: LiveBenchConfig, threads: int) -> dict[str, Any
                           headless=True)
     ticks = cfg.warmup + cfg.frames
     session = LiveSession(live_cfg, bundle, ctx)
-    script = events_from_actions(preset_actions("random", ticks, seed=0), live_cfg.sensitivity)
+    script = events_from_actions(named_script_actions("random", ticks, seed=0), live_cfg.sensitivity)
     load_before = os.getloadavg()[0]
     session.run(script, max_ticks=ticks, paced=False)
     load_after = os.getloadavg()[0]

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from actions import RAW, RAW_DIM
-from presets import TICK_HZ
+from action_scripts import TICK_HZ
 
 from . import blocks as B
 from .state import PlayerState

@@ -8,7 +8,7 @@ set -euo pipefail
 OUT=${1:-runs/demo}
 PY=.venv/bin/python
 VQ_STEPS=${VQ_STEPS:-800}
-WM_STEPS=${WM_STEPS:-450}
+WM_STEPS=${WM_STEPS:-400}
 mkdir -p "$OUT"
 t0=$(date +%s)
 stage() { echo; echo "== [$(( $(date +%s) - t0 ))s] $*"; }

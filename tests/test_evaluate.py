@@ -85,7 +85,7 @@ def test_quick_cli_end_to_end(tiny_setup, tmp_path, capsys):
     assert set(report["fidelity"]["delta_t_psnr"]) == {"1", "4", "16"}
     assert "held-out split" in report["split"] and report["n_clips"] >= 2  # several clips of the 1 held-out episode
     cf = report["counterfactuals"]
-    assert cf["presets"] == list(E.QUICK_PRESETS) and cf["frames"] == 4
+    assert cf["presets"] == list(E.QUICK_SCRIPTS) and cf["frames"] == 4
     # One held-out episode still gives four views: its start turned by a quarter each time.
     assert [s["start"].split(" ", 1)[-1] for s in cf["per_start"]][1:] == ["turned 90 deg", "turned 180 deg",
                                                                           "turned 270 deg"]
@@ -199,14 +199,14 @@ def test_response_signs_on_block_world_presets():
     """The pixel responses have the documented signs on the simulator's own frames."""
     from blockworld import World, render
     from blockworld.oracle import rollout
-    from presets import preset_actions
+    from action_scripts import named_script_actions
 
     world = World(3)
     state = world.spawn(0)
     first = render(world, state, (128, 72))[None, None]
     got = {}
     for preset in ("turn-right-360", "walk-forward", "walk-back", "strafe-left", "jump"):
-        a = preset_actions(preset, 90 if preset == "turn-right-360" else 12)[None, :12]  # turns: 4 deg/step
+        a = named_script_actions(preset, 90 if preset == "turn-right-360" else 12)[None, :12]  # turns: 4 deg/step
         frames = np.concatenate([first, rollout(world, state, a[0], (128, 72))[None]], 1)
         got[preset] = M.responses(M.pixel_measures(frames, a), a)
     assert got["turn-right-360"]["yaw"] > 0.5

@@ -12,7 +12,7 @@ import torch
 
 from actions import make_raw, to_gamefactory
 from inference import InferenceConfig, run, upscaled_path
-from presets import preset_actions
+from action_scripts import named_script_actions
 from rollout import decode_tokens, load_bundle
 from test_rollout import tiny_pair, write_shard  # noqa: F401  (tiny_pair is a fixture)
 from video_io import probe, read_frames, write_mp4
@@ -126,7 +126,7 @@ def test_blockworld_compare_renders_the_oracle_for_any_actions(tiny_pair, tmp_pa
     from actions import noop
 
     wm, _, _ = tiny_pair
-    acts = preset_actions("walk-forward+turn-right-360", 4)
+    acts = named_script_actions("walk-forward+turn-right-360", 4)
     out = tmp_path / "bw.mp4"
     run(InferenceConfig(model=str(wm), context="blockworld:5", context_frames=2, actions="walk-forward+turn-right-360",
                         frames=4, compare=True, out=str(out), upscale=1, device="cpu"))

@@ -15,7 +15,7 @@ import torch
 from actions import RAW, ActionEncoding, from_live, make_raw
 from live_inference import (KEYMAP, InputAccumulator, LiveConfig, LiveSession, events_from_actions, load_script,
                             parse_event_script, raw_action_from_input, run)
-from presets import preset_actions
+from action_scripts import named_script_actions
 from contexts import load_context
 from rollout import load_bundle
 from test_rollout import ROOT, tiny_pair  # noqa: F401  (tiny_pair is a fixture)
@@ -99,7 +99,7 @@ def test_event_path_encoding_equals_actions_py(session_factory) -> None:
 
 
 def test_scripted_actions_round_trip_through_the_event_queue(session_factory) -> None:
-    raw = preset_actions("random", 40, seed=3)
+    raw = named_script_actions("random", 40, seed=3)
     raw[:, :2] = np.round(raw[:, :2] / SENS) * SENS  # whole pixels
     s = session_factory()
     summary = s.run(events_from_actions(raw, SENS), max_ticks=len(raw), paced=False)
@@ -205,7 +205,7 @@ def test_run_refuses_headless_without_input(tiny_pair) -> None:  # noqa: F811
 
 
 def test_a_model_slower_than_the_tick_slows_the_game_and_drops_no_input(session_factory) -> None:
-    raw = preset_actions("turn-left-360+walk-forward", 12)
+    raw = named_script_actions("turn-left-360+walk-forward", 12)
     s = session_factory(tick_hz=1000.0)  # far faster than any model step: every tick runs late
     summary = s.run(events_from_actions(raw, SENS), max_ticks=len(raw), paced=True)
     assert summary["frames"] == summary["ticks"] == 12

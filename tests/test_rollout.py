@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from actions import RAW, RAW_DIM, ActionEncoding
-from presets import (DEFAULT_PRESET_FRAMES, PRESET_NAMES, actions_to_entries, is_preset, load_action_script,
-                     preset_actions)
+from action_scripts import (DEFAULT_SCRIPT_FRAMES, SCRIPT_NAMES, actions_to_entries, is_named_script, load_action_script,
+                     named_script_actions)
 from contexts import load_context, parse_context_spec, resolve_actions
 from compat import IncompatibleError
 from rollout import Rollout, Sampling, decode_tokens, load_bundle, rollout_batch, sample_tokens
@@ -27,8 +27,8 @@ def _one_thread() -> None:
 
 def test_turn_presets_sum_to_a_full_turn_in_the_right_direction() -> None:
     for n in (96, 50, 7):
-        left = preset_actions("turn-left-360", n)
-        right = preset_actions("turn-right-360", n)
+        left = named_script_actions("turn-left-360", n)
+        right = named_script_actions("turn-right-360", n)
         assert left.shape == (n, RAW_DIM) and left.dtype == np.float32
         assert left[:, RAW["yaw_deg"]].sum() == pytest.approx(-360.0, abs=1e-3)
         assert right[:, RAW["yaw_deg"]].sum() == pytest.approx(360.0, abs=1e-3)
@@ -39,7 +39,7 @@ def test_turn_presets_sum_to_a_full_turn_in_the_right_direction() -> None:
 @pytest.mark.parametrize("name,key", [("walk-forward", "forward"), ("walk-back", "back"),
                                       ("strafe-left", "left"), ("strafe-right", "right")])
 def test_movement_presets_hold_exactly_their_key(name: str, key: str) -> None:
-    a = preset_actions(name, 40)
+    a = named_script_actions(name, 40)
     assert (a[:, RAW[key]] == 1).all()
     others = np.delete(a, RAW[key], axis=1)
     assert not others.any()
@@ -47,7 +47,7 @@ def test_movement_presets_hold_exactly_their_key(name: str, key: str) -> None:
 
 def test_look_up_down_goes_up_then_down_and_returns() -> None:
     for n in (96, 10):
-        p = preset_actions("look-up-down", n)[:, RAW["pitch_deg"]]
+        p = named_script_actions("look-up-down", n)[:, RAW["pitch_deg"]]
         cum = np.cumsum(p)
         assert p.sum() == pytest.approx(0.0, abs=1e-4)
         assert cum.min() == pytest.approx(-45.0, abs=1e-3) and cum.max() == pytest.approx(45.0, abs=1e-3)
@@ -55,18 +55,18 @@ def test_look_up_down_goes_up_then_down_and_returns() -> None:
 
 
 def test_jump_noop_random_and_combinations() -> None:
-    j = preset_actions("jump", 48)
+    j = named_script_actions("jump", 48)
     assert j[:, RAW["jump"]].sum() == 12 and j[0, RAW["jump"]] == 1 and j[8, RAW["jump"]] == 0
     assert not np.delete(j, RAW["jump"], axis=1).any()
-    assert not preset_actions("noop", 20).any()
-    r1, r2, r3 = (preset_actions("random", 200, seed=s) for s in (1, 1, 2))
+    assert not named_script_actions("noop", 20).any()
+    r1, r2, r3 = (named_script_actions("random", 200, seed=s) for s in (1, 1, 2))
     assert np.array_equal(r1, r2) and not np.array_equal(r1, r3)
     assert r1[:, 2:].min() >= 0 and r1[:, 2:].max() <= 1 and r1[:, RAW["forward"]].any()
-    combo = preset_actions("walk-forward+turn-left-360", 30)
+    combo = named_script_actions("walk-forward+turn-left-360", 30)
     assert combo[:, RAW["forward"]].all() and combo[:, RAW["yaw_deg"]].sum() == pytest.approx(-360, abs=1e-3)
-    assert all(is_preset(n) for n in PRESET_NAMES) and not is_preset("turn-left")
+    assert all(is_named_script(n) for n in SCRIPT_NAMES) and not is_named_script("turn-left")
     with pytest.raises(ValueError, match="unknown action preset"):
-        preset_actions("walk-sideways", 10)
+        named_script_actions("walk-sideways", 10)
 
 
 def test_action_scripts_json_csv_and_errors(tmp_path: Path) -> None:
@@ -263,8 +263,8 @@ def test_rollout_drives_model_step_and_batch_matches(tiny_pair) -> None:
     wm, _, _ = tiny_pair
     b = load_bundle(wm, device="cpu")
     path_tokens = torch.randint(0, 16, (4, 18, 32), generator=torch.Generator().manual_seed(0))
-    ctx_actions = preset_actions("random", 3, seed=1)
-    future = preset_actions("random", 6, seed=2)
+    ctx_actions = named_script_actions("random", 3, seed=1)
+    future = named_script_actions("random", 6, seed=2)
     ro = Rollout(b, Sampling("greedy"))
     ro.warmup(path_tokens, ctx_actions)
     got = torch.stack(list(ro.run(future)))
@@ -292,7 +292,7 @@ def test_reset_repeats_a_seeded_sampled_rollout(tiny_pair) -> None:
     wm, _, _ = tiny_pair
     b = load_bundle(wm, device="cpu")
     ctx = torch.randint(0, 16, (2, 18, 32), generator=torch.Generator().manual_seed(3))
-    acts = preset_actions("walk-forward+turn-left-360", 5)
+    acts = named_script_actions("walk-forward+turn-left-360", 5)
     ro = Rollout(b, Sampling("temperature", temperature=3.0, seed=7))
     ro.warmup(ctx, np.zeros((1, RAW_DIM), np.float32))
     first = torch.stack(list(ro.run(acts)))
@@ -312,7 +312,7 @@ def test_shard_contexts_and_their_checks(tiny_pair, tmp_path: Path) -> None:
     assert np.array_equal(ctx.actions, actions[5:8]) and np.array_equal(ctx.episode_actions, actions[8:])
     acts, own = resolve_actions("episode", ctx, 0)
     assert own and len(acts) == 6
-    assert resolve_actions("jump", ctx, 0)[0].shape == (DEFAULT_PRESET_FRAMES, RAW_DIM)
+    assert resolve_actions("jump", ctx, 0)[0].shape == (DEFAULT_SCRIPT_FRAMES, RAW_DIM)
     other, _, _ = write_shard(tmp_path / "b", b, length=15, identity="0123456789ab")
     with pytest.raises(IncompatibleError) as e:
         load_context(f"shard:{other}", b)

@@ -1,6 +1,7 @@
-"""Named action presets and action scripts: raw action sequences ([N, 9], actions.py) at the 16 Hz tick.
+"""Named action scripts (turn-left-360, walk-forward, ...) and action script files: raw action sequences
+([N, 9], actions.py) at the 16 Hz tick. ("Preset" means a training config preset elsewhere.)
 
-Presets (`preset_actions(name, n)`), each N steps long:
+Named scripts (`named_script_actions(name, n)`), each N steps long:
 
 | name            | what it does                                                                     |
 |-----------------|----------------------------------------------------------------------------------|
@@ -36,10 +37,10 @@ import numpy as np
 from actions import KEY_FIELDS, RAW, RAW_FIELDS, noop, validate_raw
 
 TICK_HZ = 16.0
-DEFAULT_PRESET_FRAMES = 96
+DEFAULT_SCRIPT_FRAMES = 96
 """Six seconds at 16 Hz: turn-left-360 then turns 3.75 degrees per step."""
 
-PRESET_NAMES: tuple[str, ...] = (
+SCRIPT_NAMES: tuple[str, ...] = (
     "turn-left-360", "turn-right-360", "walk-forward", "walk-back", "strafe-left", "strafe-right",
     "look-up-down", "jump", "noop", "random",
 )
@@ -49,12 +50,12 @@ JUMP_TICKS = 4
 """Ticks Space is held at the start of each second in the jump preset (a Minecraft jump lasts ~12 ticks)."""
 
 
-def is_preset(spec: str) -> bool:
-    """True when `spec` names a preset or a "+" combination of presets."""
-    return all(part.strip() in PRESET_NAMES for part in spec.split("+"))
+def is_named_script(spec: str) -> bool:
+    """True when `spec` names a script or a "+" combination of named scripts."""
+    return all(part.strip() in SCRIPT_NAMES for part in spec.split("+"))
 
 
-def _single_preset(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+def _single_script(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
     out = noop(n)
     if name in ("turn-left-360", "turn-right-360"):
         out[:, RAW["yaw_deg"]] = (-360.0 if name == "turn-left-360" else 360.0) / n
@@ -86,18 +87,18 @@ def _single_preset(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
             out[i:i + length] = seg
             i += length
     elif name != "noop":
-        raise ValueError(f"unknown action preset {name!r}; choose from {', '.join(PRESET_NAMES)}")
+        raise ValueError(f"unknown action preset {name!r}; choose from {', '.join(SCRIPT_NAMES)}")
     return out
 
 
-def preset_actions(spec: str, n: int = DEFAULT_PRESET_FRAMES, seed: int = 0) -> np.ndarray:
+def named_script_actions(spec: str, n: int = DEFAULT_SCRIPT_FRAMES, seed: int = 0) -> np.ndarray:
     """A preset (or "a+b" combination) as raw actions float32 [n, 9]; `seed` drives "random" only."""
     if n <= 0:
         raise ValueError(f"a preset needs a positive number of frames, got {n}")
     rng = np.random.default_rng(seed)
     total = noop(n)
     for part in spec.split("+"):
-        a = _single_preset(part.strip(), n, rng)
+        a = _single_script(part.strip(), n, rng)
         total[:, :2] += a[:, :2]
         total[:, 2:] = np.maximum(total[:, 2:], a[:, 2:])
     return total
