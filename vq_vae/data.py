@@ -15,7 +15,7 @@ from __future__ import annotations
 import atexit
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -123,6 +123,17 @@ class FramePool:
         return self.frames[rng.integers(len(self.frames), size=batch)]
 
 
+def readable_videos(videos: Sequence[Path], size: tuple[int, int], bad: list[tuple[str, str]]
+                    ) -> Iterator[np.ndarray]:
+    """Each readable video's frames (uint8 [N, h, w, 3]); an unreadable one is added to `bad` as (path,
+    reason) and skipped."""
+    for v in videos:
+        try:
+            yield load_video_frames(v, size)
+        except video_io.VideoError as e:
+            bad.append((str(v), str(e)))
+
+
 def heldout_frames(videos: Sequence[Path], size: tuple[int, int], count: int,
                    seed: int = 0) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """`count` frames spread evenly over all videos (same frames for the same inputs): uint8 [N, h, w, 3],
@@ -131,12 +142,7 @@ def heldout_frames(videos: Sequence[Path], size: tuple[int, int], count: int,
     rng = np.random.default_rng(seed)
     out: list[np.ndarray] = []
     bad: list[tuple[str, str]] = []
-    for v in videos:
-        try:
-            frames = load_video_frames(v, size)
-        except video_io.VideoError as e:
-            bad.append((str(v), str(e)))
-            continue
+    for frames in readable_videos(videos, size, bad):
         pick = np.sort(rng.choice(len(frames), size=min(per, len(frames)), replace=False))
         out.append(frames[pick])
     if not out:
@@ -155,12 +161,7 @@ def heldout_clips(videos: Sequence[Path], size: tuple[int, int], clips_per_video
     rng = np.random.default_rng(seed)
     out: list[np.ndarray] = []
     bad: list[tuple[str, str]] = []
-    for v in videos:
-        try:
-            frames = load_video_frames(v, size)
-        except video_io.VideoError as e:
-            bad.append((str(v), str(e)))
-            continue
+    for frames in readable_videos(videos, size, bad):
         slots = max(1, len(frames) // clip_frames)
         for s in np.sort(rng.choice(slots, size=min(clips_per_video, slots), replace=False)):
             out.append(frames[s * clip_frames:(s + 1) * clip_frames])
