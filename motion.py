@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import metrics as M
-from actions import ENC_DIM, PITCH_NONE_BIN, PITCH_SLICE, YAW_NONE_BIN, YAW_SLICE
+from actions import ENC_DIM, KEYS_SLICE, PITCH_NONE_BIN, PITCH_SLICE, YAW_NONE_BIN, YAW_SLICE
 
 MOTION_ROWS = ("dx", "dy", "zoom")
 """Rows of the coefficient matrix [3, ENC_DIM]: content shift right and down in tokens per step, and the
@@ -52,18 +52,31 @@ def robust_fit(x: np.ndarray, y: np.ndarray, iters: int = 10, scale: float = 0.5
     return coef
 
 
+MIN_SHIFT = 0.05
+"""Tokens per step below which a fitted shift coefficient is set to 0. A key held for a whole clip adds its
+coefficient up every step, so a spurious 0.03 (sneak, sprint: noise of the fit) becomes a whole-token jump
+of a picture that the truth keeps still; every real camera or walking motion here is 0.1 or more."""
+MIN_ZOOM = 0.003
+"""Zoom per step below which a fitted zoom coefficient is set to 0 (the same reasoning)."""
+
+
 def fit_coefficients(enc: np.ndarray, shift_px: np.ndarray, expansion: np.ndarray,
                      token_px: tuple[float, float]) -> np.ndarray:
     """Encoded actions [N, 15], measured content shift [N, 2] (px, +x right, +y down), zoom [N] (NaN where
-    not measured) and the token size (px_x, px_y) -> coefficients [3, 15] (see MOTION_ROWS)."""
+    not measured) and the token size (px_x, px_y) -> coefficients [3, 15] (see MOTION_ROWS). The zoom is
+    fitted on the keys alone, on transitions with a still camera: a turn's flow is not a zoom."""
     cols = [c for c in range(ENC_DIM) if c not in _STILL_COLUMNS]
     x = enc[:, cols].astype(np.float64)
     out = np.zeros((len(MOTION_ROWS), ENC_DIM))
     for row, px in ((0, token_px[0]), (1, token_px[1])):
         out[row, cols] = robust_fit(x, shift_px[:, row] / px)
-    ok = np.isfinite(expansion)
-    if ok.sum() >= len(cols):
-        out[2, cols] = robust_fit(x[ok], expansion[ok], scale=0.002)
+    keys = list(range(KEYS_SLICE.start, KEYS_SLICE.stop))
+    still = (enc[:, YAW_SLICE.start + YAW_NONE_BIN] > 0.99) & (enc[:, PITCH_SLICE.start + PITCH_NONE_BIN] > 0.99)
+    ok = np.isfinite(expansion) & still
+    if ok.sum() >= len(keys):
+        out[2, keys] = robust_fit(enc[ok][:, keys].astype(np.float64), expansion[ok], scale=0.002)
+    out[:2][np.abs(out[:2]) < MIN_SHIFT] = 0.0
+    out[2][np.abs(out[2]) < MIN_ZOOM] = 0.0
     return out
 
 

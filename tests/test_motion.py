@@ -3,6 +3,7 @@ trained on a synthetic world where the action alone decides the motion."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -154,3 +155,17 @@ def test_tiny_model_on_a_synthetic_world_moves_its_output_the_way_the_action_say
         match = (cur[0].numpy() == truth)[inner].mean()
         still = (cur[0].numpy() == world[y:y + GRID[0], x:x + GRID[1]])[inner].mean()
         assert match > 0.8 and match > still + 0.5, (raw, match, still)
+
+
+def test_fit_zeroes_coefficients_too_small_to_be_motion():
+    # A held key's tiny spurious shift adds up every step into a whole-token jump of a still picture.
+    rng = np.random.default_rng(0)
+    raws = [make_raw(yaw_deg=float(rng.choice([0, 1, -1, 4, -4])), sneak=float(rng.random() < 0.3),
+                     forward=float(rng.random() < 0.4)) for _ in range(400)]
+    encs = np.stack([ENC.encode(r) for r in raws]).astype(np.float64)
+    shift = np.stack([[-0.9 * r[0], 0.1 * r[7]] for r in raws])  # sneak: 0.1 px (0.025 tokens) per step
+    zoom = np.where(encs[:, 8] > 0.5, 0.01, np.nan)  # measured only while walking
+    coef = motion.fit_coefficients(encs, shift, zoom, (4.0, 4.0))
+    assert coef[1, 14] == 0.0  # sneak
+    np.testing.assert_allclose(coef[:2] @ ENC.encode(make_raw(yaw_deg=4.0)), [-0.9, 0.0], atol=0.02)
+    assert coef[2, 8] == pytest.approx(0.01, abs=1e-3) and coef[2, :8].tolist() == [0.0] * 8
