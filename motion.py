@@ -32,7 +32,11 @@ MOTION_ROWS = ("dx", "dy", "zoom")
 zoom (fractional expansion about the centre) per step, each per unit of an encoded action dimension."""
 
 # The "no turn" slots carry no motion, so a no-op action moves nothing (no idle drift from a fitted offset).
-_STILL_COLUMNS = (YAW_SLICE.start + YAW_NONE_BIN, PITCH_SLICE.start + PITCH_NONE_BIN)
+# Jump, sprint and sneak modify motion rather than make it (sneak alone keeps the view still, sneak with W
+# walks slower): a linear fit gives them small spurious terms that add up while the key is held, so they get
+# none, and the network learns their effect.
+_STILL_COLUMNS = (YAW_SLICE.start + YAW_NONE_BIN, PITCH_SLICE.start + PITCH_NONE_BIN,
+                  *range(KEYS_SLICE.stop - 3, KEYS_SLICE.stop))
 
 
 def zero_coefficients() -> list[float]:
@@ -70,7 +74,7 @@ def fit_coefficients(enc: np.ndarray, shift_px: np.ndarray, expansion: np.ndarra
     out = np.zeros((len(MOTION_ROWS), ENC_DIM))
     for row, px in ((0, token_px[0]), (1, token_px[1])):
         out[row, cols] = robust_fit(x, shift_px[:, row] / px)
-    keys = list(range(KEYS_SLICE.start, KEYS_SLICE.stop))
+    keys = [c for c in range(KEYS_SLICE.start, KEYS_SLICE.stop) if c not in _STILL_COLUMNS]
     still = (enc[:, YAW_SLICE.start + YAW_NONE_BIN] > 0.99) & (enc[:, PITCH_SLICE.start + PITCH_NONE_BIN] > 0.99)
     ok = np.isfinite(expansion) & still
     if ok.sum() >= len(keys):
