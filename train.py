@@ -453,8 +453,7 @@ def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncodin
                                for i in range(0, len(tokens), 64)])
 
     gh, gw = vqvae.grid
-    frame_h, frame_w = decode(pairs[0][0][None]).shape[1:3]
-    coef, stats = motion.calibrate(pairs, decode, (frame_w / gw, frame_h / gh),
+    coef, stats = motion.calibrate(pairs, decode, (vqvae.cfg.frame_width / gw, vqvae.cfg.frame_height / gh),
                                    lambda e: bool((e[walk] >= 0.5).any()))
     if verbose:
         yaw = coef[:2] @ encoding.encode(make_raw(yaw_deg=4.0))

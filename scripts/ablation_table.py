@@ -51,8 +51,12 @@ def main(argv: list[str]) -> int:
     lines = ["| run | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for arg in argv:
         name, _, path = arg.partition("=")
-        report = json.loads(Path(path).read_text())
-        lines.append(f"| {name} | " + " | ".join(row(report)) + " |")
+        try:
+            cells = row(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError) as e:
+            print(f"error: {path}: not a readable evaluate.py report.json ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     return 0
 
