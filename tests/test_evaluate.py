@@ -267,6 +267,59 @@ def test_bad_inputs_are_clean_errors(tiny_setup, tmp_path, capsys):
         assert e.value.code == 2 and says in capsys.readouterr().err
 
 
+def _script(name: str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses resolve the module's annotations through sys.modules
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_training_minutes_count_an_interruption_as_the_expected_step_time(tmp_path):
+    curve = _script("response_curve")
+    rows = [{"step": 10, "time": 100.0, "timing/step_ms": 1000.0}, {"step": 20, "time": 110.0, "timing/step_ms": 1000.0},
+            {"step": 30, "time": 5000.0, "timing/step_ms": 1000.0}]  # a --resume hours later
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    minutes = curve.training_minutes(path)
+    assert minutes == pytest.approx({10: 10 / 60, 20: 20 / 60, 30: 30 / 60})
+    assert curve.minutes_at(25, minutes) == pytest.approx(20 / 60) and curve.minutes_at(5, minutes) is None
+
+
+def test_response_curve_and_ablation_table_read_real_reports(tiny_setup, tmp_path, capsys):
+    """scripts/response_curve.py evaluates every export of a run (skipping and reporting a broken one) and
+    scripts/ablation_table.py builds its row from the same report."""
+    import shutil
+    wm, _, shards, bw = tiny_setup
+    run = tmp_path / "run"
+    (run / "exports").mkdir(parents=True)
+    shutil.copy(wm, run / "exports" / "world_model_2.pt")
+    (run / "exports" / "world_model_3.pt").write_bytes(b"not a checkpoint")
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "time": 60.0 * s, "timing/step_ms": 60000.0})
+                                               + "\n" for s in (1, 2, 3, 4)))
+    curve = _script("response_curve")
+    args = ["--run", str(run), "--data", str(shards), "--source-data", str(bw),
+            "--eval-args=" + " ".join(QUICK_ARGS)]
+    assert curve.main(args) == 0
+    out = run / "curve"
+    result = json.loads((out / "curve.json").read_text())
+    assert [p["step"] for p in result["points"]] == [2]
+    assert result["points"][0]["minutes"] == pytest.approx(2.0)
+    assert len(result["failed"]) == 1 and "world_model_3.pt" in result["failed"][0]
+    assert (out / "curve.png").stat().st_size > 1000
+    table = (out / "curve.md").read_text().splitlines()
+    assert len(table) == 3 and table[2].startswith("| 2 | 2 |")
+    assert "skipped" in capsys.readouterr().err
+    # A second run finds every report and evaluates nothing again.
+    (out / "eval_2" / "report.md").unlink()
+    assert curve.main(args) == 0 and not (out / "eval_2" / "report.md").exists()
+    ablation = _script("ablation_table")
+    cells = ablation.row(json.loads((out / "eval_2" / "report.json").read_text()))
+    assert len(cells) == len(ablation.COLUMNS) and " / " in cells[0]
+    assert ablation.main([f"x={out / 'missing.json'}"]) == 2
+
+
 def test_bench_run_all_writes_results_and_table(tmp_path, monkeypatch):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench import run_all
