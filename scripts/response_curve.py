@@ -40,6 +40,8 @@ class CurveConfig:
     """The shards' raw block-world folder, for oracle counterfactuals (evaluate.py --source-data)."""
     out: str = ""
     """Output folder (default RUN/curve)."""
+    every: int = 1
+    """Evaluate every N-th export (and always the last): a curve needs fewer points than a run keeps."""
     eval_args: str = "--quick --counterfactual-starts 4 --cpu-threads 1"
     """Further evaluate.py options, one shell-quoted string, the same for every export; it starts with
     dashes, so pass it as --eval-args="--quick ..."."""
@@ -68,8 +70,8 @@ def minutes_at(step: int, minutes: dict[int, float]) -> float | None:
 
 
 def evaluate_exports(cfg: CurveConfig, out: Path) -> tuple[list[tuple[int, Path]], list[str]]:
-    """(step, report.json) for every export with a report, evaluating those without; failures are reported
-    and skipped."""
+    """(step, report.json) for the selected exports (every N-th, the last, and any already evaluated),
+    evaluating those without a report; failures are reported and skipped."""
     import evaluate
     from ckpt_io import CheckpointError
     from config import parse_config
@@ -78,6 +80,8 @@ def evaluate_exports(cfg: CurveConfig, out: Path) -> tuple[list[tuple[int, Path]
                      if (m := EXPORT.search(p.name)))
     if not exports:
         raise FileNotFoundError(f"{cfg.run}/exports: no world_model_<step>.pt to evaluate")
+    exports = [(step, p) for i, (step, p) in enumerate(exports) if i % max(1, cfg.every) == 0
+               or i == len(exports) - 1 or (out / f"eval_{step}" / "report.json").is_file()]
     done, failed = [], []
     for step, path in exports:
         report = out / f"eval_{step}" / "report.json"

@@ -320,6 +320,46 @@ def test_response_curve_and_ablation_table_read_real_reports(tiny_setup, tmp_pat
     assert ablation.main([f"x={out / 'missing.json'}"]) == 2
 
 
+def test_rollout_diagnostics_follow_the_stability_script(tiny_setup, tmp_path, capsys):
+    """scripts/rollout_diagnostics.py on a tiny model with a motion path: one row per generated frame, the
+    turn lets content enter, walking forward does not; a model without a motion path is one clean error."""
+    import dataclasses
+
+    from actions import YAW_SLICE, ActionEncoding
+    from model_convGru import WorldModel
+    from vq_vae import load_vqvae, vqvae_identity
+    from world_model_io import load_world_model, save_world_model
+
+    wm, vq_path, shards, bw = tiny_setup
+    diag = _script("rollout_diagnostics")
+    args = ["--data", str(shards), "--source-data", str(bw), "--seconds", "4", "--context", "3"]
+    model, meta = load_world_model(wm, device="cpu")
+    enc = ActionEncoding()
+    vq = load_vqvae(vq_path)
+
+    def save(path, **changes):
+        cfg = dataclasses.replace(model.cfg, **changes)
+        save_world_model(path, WorldModel(cfg, codebook=vq.codebook), enc, str(vq_path), vqvae_identity(vq_path),
+                         meta["train_config"], step=0)
+        return path
+
+    still = save(tmp_path / "still.pt", copy_prior=0.0)
+    with pytest.raises(SystemExit) as e:
+        diag.main(["--model", str(still), *args])
+    assert e.value.code == 2 and "no motion path" in capsys.readouterr().err
+    coef = np.zeros((3, 15))
+    coef[0, YAW_SLICE] = -np.asarray(enc.yaw_centres) / 4.0  # a right turn moves content left, 1 token per 4 deg
+    moving = save(tmp_path / "moving.pt", copy_prior=4.0, motion_coef=tuple(coef.reshape(-1)))
+    rows = diag.diagnose(diag.DiagnosticsConfig(model=str(moving), data=str(shards), source_data=str(bw),
+                                                seconds=4.0, context=3))
+    assert len(rows) == 64 and all(0.0 <= r["entered"] <= 1.0 and r["distinct"] >= 1 for r in rows)
+    walking = [r["entered"] for r in rows if r["segment"] == "walk-forward"]
+    turning = [r["entered"] for r in rows if r["segment"] == "turn-right-360"]
+    assert max(walking) == 0.0 and min(turning) > 0.0
+    assert diag.main(["--model", str(moving), *args, "--every", "16"]) == 0
+    assert "distinct codes" in capsys.readouterr().out
+
+
 def test_bench_run_all_writes_results_and_table(tmp_path, monkeypatch):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench import run_all
