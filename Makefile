@@ -7,7 +7,7 @@ REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv test demo bench clean-demo
+.PHONY: venv test demo play bench clean-demo
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ test: venv
 
 demo: venv
 	bash scripts/demo.sh $(DEMO_DIR)
+
+# The live window on the shipped model (checkpoints/blockworld_laptop); PLAY_ARGS adds options.
+play: venv
+	$(PY) live_inference.py --context blockworld:7 $(PLAY_ARGS)
 
 bench: venv
 	$(PY) -m bench.run_all

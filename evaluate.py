@@ -671,8 +671,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = main_config(EvalConfig, argv=argv)
 
     def body() -> dict[str, Any]:
-        if not cfg.model or not cfg.data:
-            raise ConfigError("--model and --data are required")
+        from rollout import model_or_shipped
+
+        if not cfg.data:
+            raise ConfigError("--data is required")
+        cfg.model = model_or_shipped(cfg.model)
         return evaluate(cfg)
 
     report = exit_on_error(body, (ValueError, CheckpointError, FileNotFoundError))

@@ -92,11 +92,10 @@ def run(cfg: InferenceConfig) -> dict:
     from ckpt_io import atomic_write_json
     from action_scripts import actions_to_entries
     from contexts import load_context, resolve_actions
-    from rollout import Rollout, Sampling, decode_tokens, load_bundle
+    from rollout import Rollout, Sampling, decode_tokens, load_bundle, model_or_shipped
     from video_io import upscale_nearest, write_mp4
 
-    if not cfg.model:
-        raise ValueError("--model is required")
+    model = model_or_shipped(cfg.model)
     if not cfg.context:
         raise ValueError("--context is required (e.g. blockworld:0 or shard:preprocessed/x.npz:0)")
     if cfg.upscale < 1:
@@ -107,7 +106,7 @@ def run(cfg: InferenceConfig) -> dict:
     sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed)
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
-    bundle = load_bundle(cfg.model, cfg.vqvae or None, cfg.device, cfg.compile)
+    bundle = load_bundle(model, cfg.vqvae or None, cfg.device, cfg.compile)
     ctx = load_context(cfg.context, bundle, cfg.context_frames)
     actions, own = resolve_actions(cfg.actions, ctx, cfg.frames, cfg.seed)
     truth = ctx.ground_truth(actions, own) if cfg.compare else None

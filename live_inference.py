@@ -1,6 +1,7 @@
 """live_inference.py: play a world model with keyboard and mouse.
 
     python live_inference.py --model CKPT --context blockworld:0
+    python live_inference.py --context blockworld:7       (no --model: the shipped model; `make play`)
     python live_inference.py --model CKPT --context SPEC --headless --script actions.json --frames 200
 
 Controls: mouse looks (captured; --sensitivity degrees per pixel), W/A/S/D move, Space jump, Left Shift
@@ -550,8 +551,12 @@ def run(cfg: LiveConfig) -> dict:
     if cfg.headless:
         os.environ["SDL_VIDEODRIVER"] = "dummy"
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    if not cfg.model:
-        raise ValueError("--model is required")
+    elif sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ValueError("no display to open the window on (DISPLAY is not set): play without one with "
+                         "--headless --frames N [--script actions.json] [--record play.mp4], or run under Xvfb")
+    from rollout import load_bundle, model_or_shipped
+
+    model = model_or_shipped(cfg.model)
     if not cfg.context:
         raise ValueError("--context is required (e.g. blockworld:0 or shard:preprocessed/x.npz:0)")
     if cfg.headless and not cfg.script and cfg.frames <= 0:
@@ -559,12 +564,11 @@ def run(cfg: LiveConfig) -> dict:
     import torch
 
     from contexts import load_context
-    from rollout import load_bundle
 
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
     script, length = load_script(cfg.script, cfg.sensitivity, cfg.frames) if cfg.script else ([], 0)
-    bundle = load_bundle(cfg.model, cfg.vqvae or None, cfg.device, cfg.compile)
+    bundle = load_bundle(model, cfg.vqvae or None, cfg.device, cfg.compile)
     ctx = load_context(cfg.context, bundle, cfg.context_frames)
     session = LiveSession(cfg, bundle, ctx)
     max_ticks = (cfg.frames or length) if cfg.headless else cfg.frames

@@ -31,6 +31,8 @@ from devices import inference_autocast, resolve_device, sync
 from vq_vae.model import FRAME_H, FRAME_W
 
 SAMPLING_MODES = ("greedy", "temperature", "topk")
+SHIPPED_MODEL = Path(__file__).resolve().parent / "checkpoints" / "blockworld_laptop" / "world_model.pt"
+"""The pretrained block-world model committed with the repo (its card.md beside it)."""
 
 
 # ----------------------------------------------------------------------------- bundle
@@ -72,14 +74,39 @@ class Bundle:
         return int(getattr(cfg, "frame_width", FRAME_W)), int(getattr(cfg, "frame_height", FRAME_H))
 
 
-def _resolve_recorded_path(recorded: str, model_ckpt: Path) -> Path:
-    """A recorded VQ-VAE path as written (relative to the working directory), else relative to the world
-    model checkpoint's folder, else the same file name beside it."""
+def model_or_shipped(model: str) -> str:
+    """`model` if given, else the shipped pretrained model (saying so in one line on stderr)."""
+    import sys
+
+    if model:
+        return model
+    if not SHIPPED_MODEL.is_file():
+        raise ValueError(f"--model is required (no shipped model at {SHIPPED_MODEL})")
+    print(f"no --model given: using the shipped block-world model {SHIPPED_MODEL} "
+          f"(card: {SHIPPED_MODEL.parent / 'card.md'})", file=sys.stderr)
+    return str(SHIPPED_MODEL)
+
+
+def _resolve_recorded_path(recorded: str, identity: str | None, model_ckpt: Path) -> Path:
+    """The recorded VQ-VAE path as written (relative to the working directory), else relative to the world
+    model checkpoint's folder, else the same file name beside it: the first that exists and, when the
+    checkpoint records the VQ-VAE's identity, is that VQ-VAE (a shipped model's recorded training path may
+    hold another run's tokenizer on this machine)."""
+    from ckpt_io import CheckpointError
+    from vq_vae import vqvae_identity
+
+    def matches(cand: Path) -> bool:
+        try:
+            return vqvae_identity(cand) == identity
+        except CheckpointError:
+            return False
+
     p = Path(recorded)
-    for cand in (p, model_ckpt.parent / p, model_ckpt.parent / p.name):
-        if cand.is_file():
+    found = [c for c in (p, model_ckpt.parent / p, model_ckpt.parent / p.name) if c.is_file()]
+    for cand in found:
+        if identity is None or matches(cand):
             return cand
-    return p
+    return found[0] if found else p
 
 
 def load_bundle(model_ckpt: str | Path, vqvae_override: str | Path | None = None,
@@ -92,11 +119,11 @@ def load_bundle(model_ckpt: str | Path, vqvae_override: str | Path | None = None
     dev = resolve_device(device)
     model_path = Path(model_ckpt)
     model, meta = load_world_model(model_path, device=dev)
-    recorded_path, _ = recorded_vqvae(meta)
+    recorded_path, recorded_ident = recorded_vqvae(meta)
     if vqvae_override is not None:
         vq_path = Path(vqvae_override)
     elif recorded_path:
-        vq_path = _resolve_recorded_path(recorded_path, model_path)
+        vq_path = _resolve_recorded_path(recorded_path, recorded_ident, model_path)
     else:
         raise IncompatibleError(f"{model_path}: the checkpoint records no VQ-VAE; pass --vqvae")
     if not vq_path.is_file():

@@ -257,7 +257,7 @@ def test_helpers_quick_caps_random_actions_and_script():
 
 def test_bad_inputs_are_clean_errors(tiny_setup, tmp_path, capsys):
     wm, _, shards, _ = tiny_setup
-    for args, says in ((["--data", str(shards)], "--model and --data are required"),
+    for args, says in ((["--model", str(wm)], "--data is required"),
                        (["--model", str(tmp_path / "missing.pt"), "--data", str(shards), "--device", "cpu"],
                         "missing.pt"),
                        (["--model", str(wm), "--data", str(shards), "--context", "40", "--device", "cpu",
