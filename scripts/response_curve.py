@@ -7,7 +7,8 @@ Each `exports/world_model_<step>.pt` gets its own `evaluate.py` report under OUT
 that already has one is not evaluated again, so the script can be re-run while training goes on). Training
 minutes come from the run's metrics.jsonl: wall time on the run's clock, with interruptions between
 `--resume`s replaced by the expected time of the steps they span. OUT gets curve.json, curve.md (the
-ablation-table columns, one row per export) and curve.png (yaw, pitch, forward, back and strafe ratios).
+ablation-table columns, one row per export) and curve.png (yaw, pitch, forward, back and strafe ratios, and
+the held-out PSNR@16 against copying the last frame).
 """
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, fid) = plt.subplots(1, 2, figsize=(11, 4))
     x = [p["minutes"] for p in points]
     for name in PLOTTED:
         ax.plot(x, [p["ratios"].get(name) if p["ratios"].get(name) is not None else float("nan") for p in points],
@@ -116,6 +117,12 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("response ratio model / oracle")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
+    fid.plot(x, [p["psnr16"] for p in points], marker="o", label="model")
+    fid.plot(x, [p["copy_psnr16"] for p in points], ls="--", color="grey", label="copy last frame")
+    fid.set_xlabel("training minutes (one CPU core)")
+    fid.set_ylabel("held-out PSNR@16 (dB)")
+    fid.legend(fontsize=8)
+    fid.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -139,7 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for step, report_path in done:
             report = json.loads(report_path.read_text())
             ratios = {v["response"]: v["ratio"] for v in report["counterfactuals"]["summary"].values()}
+            psnr = report["fidelity"]["tables"]
             points.append({"step": step, "minutes": minutes_at(step, minutes), "ratios": ratios,
+                           "psnr16": psnr["model"]["psnr"]["16"]["mean"],
+                           "copy_psnr16": psnr["copy"]["psnr"]["16"]["mean"],
                            "cells": row(report), "report": str(report_path)})
         return points, failed, out
 

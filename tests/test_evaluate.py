@@ -306,6 +306,8 @@ def test_response_curve_and_ablation_table_read_real_reports(tiny_setup, tmp_pat
     result = json.loads((out / "curve.json").read_text())
     assert [p["step"] for p in result["points"]] == [2]
     assert result["points"][0]["minutes"] == pytest.approx(2.0)
+    report = json.loads((out / "eval_2" / "report.json").read_text())
+    assert result["points"][0]["copy_psnr16"] == report["fidelity"]["tables"]["copy"]["psnr"]["16"]["mean"]
     assert len(result["failed"]) == 1 and "world_model_3.pt" in result["failed"][0]
     assert (out / "curve.png").stat().st_size > 1000
     table = (out / "curve.md").read_text().splitlines()
