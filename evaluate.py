@@ -223,18 +223,23 @@ def fidelity_tables(per_frame: dict[str, dict[str, np.ndarray]], horizons: Seque
 
 # ----------------------------------------------------------------------------- stability
 
-def scripted_play(n: int, seed: int) -> np.ndarray:
-    """STABILITY_SCRIPT repeated to n raw actions [n, 9]."""
+def scripted_segments(n: int, seed: int) -> list[tuple[str, np.ndarray]]:
+    """STABILITY_SCRIPT repeated until it covers n ticks: (script name, raw actions [m, 9]) per segment."""
     from action_scripts import named_script_actions
 
     parts, total, k = [], 0, 0
     while total < n:
         spec, secs = STABILITY_SCRIPT[k % len(STABILITY_SCRIPT)]
         m = max(1, int(round(secs * TICK_HZ)))
-        parts.append(named_script_actions(spec, m, seed=seed + k))
+        parts.append((spec, named_script_actions(spec, m, seed=seed + k)))
         total += m
         k += 1
-    return np.concatenate(parts)[:n]
+    return parts
+
+
+def scripted_play(n: int, seed: int) -> np.ndarray:
+    """STABILITY_SCRIPT repeated to n raw actions [n, 9]."""
+    return np.concatenate([a for _, a in scripted_segments(n, seed)])[:n]
 
 
 

@@ -35,6 +35,11 @@ class RunFiles:
     def states(self) -> list[Path]:
         return sorted(self.ckpt_dir.glob("state_*.pt"))
 
+    def exports(self) -> list[tuple[int, Path]]:
+        """(step, path) of every weights-only export, oldest first."""
+        return sorted((int(p.stem.rsplit("_", 1)[1]), p) for p in self.export_dir.glob("world_model_*.pt")
+                      if p.stem.rsplit("_", 1)[1].isdigit())
+
     @staticmethod
     def prune(paths: list[Path], keep: int) -> None:
         for p in paths[:-keep] if keep > 0 else []:

@@ -549,7 +549,7 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
         save_world_model(files.export_path(step), *export_args)
         save_world_model(files.latest_export, *export_args)
         RunFiles.prune(files.states(), cfg.keep_last)
-        RunFiles.prune(sorted(files.export_dir.glob("world_model_*.pt")), cfg.keep_last)
+        RunFiles.prune([p for _, p in files.exports()], cfg.keep_last)
 
     old_handlers = {s: signal.signal(s, _handle_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
         if _in_main_thread() else {}

@@ -13,7 +13,6 @@ the held-out PSNR@16 against copying the last frame).
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -24,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from ablation_table import COLUMNS, row  # noqa: E402
+from run_files import RunFiles  # noqa: E402
 
 PLOTTED = ("yaw", "pitch", "forward", "back", "strafe")
-EXPORT = re.compile(r"world_model_(\d+)\.pt$")
 
 
 @dataclass
@@ -77,8 +76,7 @@ def evaluate_exports(cfg: CurveConfig, out: Path) -> tuple[list[tuple[int, Path]
     from ckpt_io import CheckpointError
     from config import parse_config
 
-    exports = sorted((int(m.group(1)), p) for p in Path(cfg.run, "exports").glob("world_model_*.pt")
-                     if (m := EXPORT.search(p.name)))
+    exports = RunFiles(cfg.run).exports()
     if not exports:
         raise FileNotFoundError(f"{cfg.run}/exports: no world_model_<step>.pt to evaluate")
     exports = [(step, p) for i, (step, p) in enumerate(exports) if i % max(1, cfg.every) == 0
@@ -137,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not cfg.run or not cfg.data:
             raise ValueError("--run and --data are required")
         out = Path(cfg.out or Path(cfg.run, "curve"))
-        metrics = Path(cfg.run, "metrics.jsonl")
+        metrics = RunFiles(cfg.run).metrics
         if not metrics.is_file():
             raise FileNotFoundError(f"{metrics}: missing (not a train.py run directory?)")
         minutes = training_minutes(metrics)

@@ -57,9 +57,9 @@ def diagnose(cfg: DiagnosticsConfig) -> list[dict[str, float | str]]:
     if not starts:
         raise ValueError(f"{cfg.data}: no block-world start ({why})")
     n = max(2, int(round(cfg.seconds * TICK_HZ)))
-    script = E.scripted_play(n, 0)
-    segments = [name for name, secs in E.STABILITY_SCRIPT for _ in range(int(round(secs * TICK_HZ)))]
-    segments = (segments * (n // max(1, len(segments)) + 1))[:n]
+    parts = E.scripted_segments(n, 0)
+    script = np.concatenate([a for _, a in parts])[:n]  # = E.scripted_play(n, 0)
+    segments = [name for name, a in parts for _ in range(len(a))][:n]
     tokens = torch.from_numpy(starts[0].tokens).long()[None]  # [1, C, h, w]
     ctx_a = torch.from_numpy(bundle.encoding.encode(starts[0].actions)).float()[None]  # [1, C-1, 15]
     fut_a = torch.from_numpy(bundle.encoding.encode(script)).float()[None]  # [1, N, 15]
