@@ -175,8 +175,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         th = st["thresholds"]
         md += [f"## Long-rollout stability ({st['seconds']:.0f} s of scripted play and of no input)", "",
                "![stability](stability.png)", "",
-               f"Thresholds: codebook diversity relative to the truth over the last quarter within "
-               f"[{th['diversity_relative_range'][0]}, {th['diversity_relative_range'][1]}]; colour variance of the "
+               f"Thresholds: over the last quarter and relative to the truth, distinct codes per frame >= "
+               f"{th['collapse_relative_min']} (collapse) and per second <= {th['shimmer_relative_max']} "
+               f"(shimmer); colour variance of the "
                f"last second >= {th['grey_relative_min']} of the truth's (grey collapse); no periodic peak in the "
                f"frame-change spectrum (periods 2-10 frames) unless the truth has >= {th['flash_explained_fraction']} "
                f"of its amplitude; no-op drift (last second, from the first generated frame) <= {th['drift_abs']} + "
@@ -185,13 +186,15 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         rows = []
         for s in st["starts"]:
             fl = s["flashing"]
-            rows.append([s["start"], s["diversity"]["relative_last_quarter"], s["diversity"]["pass"],
+            d = s["diversity"]
+            rows.append([s["start"], d["relative_per_frame_last_quarter"], d["relative_per_second_last_quarter"],
+                         d["pass"],
                          s["grey"]["relative"], s["grey"]["pass"],
                          "rollout too short to judge" if not fl.get("judged", True) else
                          f"{fmt(fl['period'], 1)} / {fmt(fl['relative_amplitude'], 2)}" if fl["period"] else "-",
                          fl["pass"], s["noop_drift"]["last_second"], s["noop_drift"]["limit"], s["noop_drift"]["pass"],
                          s["pass"]])
-        md.append(_table(["start", "diversity rel.", "ok", "colour var. rel.", "ok", "peak period / rel. amp.",
+        md.append(_table(["start", "codes/frame rel.", "codes/s rel.", "ok", "colour var. rel.", "ok", "peak period / rel. amp.",
                           "ok", "no-op drift", "limit", "ok", "all"], rows))
         md += ["", "Reference per start: " + "; ".join(f"{s['start']}: {s['reference']}" for s in st["starts"]), ""]
     if r.get("videos"):
@@ -281,8 +284,11 @@ def plot_stability(st: dict[str, Any], path: Path) -> None:
     for s in st["starts"]:
         lbl = s["start"][:24]
         d = s["diversity"]
+        rel = d["relative_per_frame"]
+        axes[0].plot(np.arange(1, len(rel) + 1), rel, "o-", ms=3, label=f"{lbl} per frame")
         rel = d["relative_per_second"]
-        axes[0].plot(np.arange(1, len(rel) + 1), rel, "o-", ms=3, label=lbl)
+        axes[0].plot(np.arange(1, len(rel) + 1), rel, ":", color=axes[0].lines[-1].get_color(),
+                     label=f"{lbl} per second")
         g = s["grey"]
         t = np.arange(len(g["model_per_frame"])) / TICK_HZ
         axes[1].plot(t, g["model_per_frame"], label=f"{lbl} model")
@@ -301,9 +307,9 @@ def plot_stability(st: dict[str, Any], path: Path) -> None:
             axes[3].plot(np.arange(1, len(dr["reference_curve"]) + 1) / TICK_HZ, dr["reference_curve"], ls="--",
                          label=f"{lbl} truth")
         axes[3].axhline(dr["limit"], color="r", lw=0.8)
-    lo, hi = st["thresholds"]["diversity_relative_range"]
-    axes[0].axhspan(lo, hi, color="g", alpha=0.08)
-    axes[0].set(title="codebook diversity / truth's", xlabel="second")
+    th = st["thresholds"]
+    axes[0].axhspan(th["collapse_relative_min"], th["shimmer_relative_max"], color="g", alpha=0.08)
+    axes[0].set(title="distinct codes / truth's (per frame: collapse; per s: shimmer)", xlabel="second")
     axes[1].set(title="colour variance (dashed: truth mean; red: collapse)", xlabel="s")
     axes[1].set_ylim(bottom=0)
     axes[2].set(title="spectrum of frame change", xlabel="period (frames)", xlim=(2, 20))
@@ -448,7 +454,7 @@ def summary_of(report: dict[str, Any]) -> dict[str, Any]:
                 s[f"counterfactual {v['response']} ratio ({preset})"] = v["ratio"]
     st = report.get("stability")
     if st:
-        for k, label in (("diversity", "codebook diversity in range"), ("grey", "no grey collapse"),
+        for k, label in (("diversity", "no code collapse or shimmer"), ("grey", "no grey collapse"),
                          ("flashing", "no periodic flashing"), ("noop_drift", "no idle drift")):
             s[f"stability: {label}"] = all(x[k]["pass"] for x in st["starts"])
     return s

@@ -284,6 +284,17 @@ def codebook_diversity(tokens: np.ndarray, fps: float) -> np.ndarray:
     return np.array([len(np.unique(tokens[i * step:(i + 1) * step])) for i in range(n)], dtype=np.float64)
 
 
+def codes_per_frame(tokens: np.ndarray, fps: float) -> np.ndarray:
+    """Distinct codes of each frame of a token sequence [T, h, w], averaged over each whole second ->
+    [T // fps] (at least one window). Unlike the per-second count, a tokenizer that re-codes unchanged
+    content from frame to frame does not inflate it: it measures how much of the picture is drawn."""
+    tokens = np.asarray(tokens)
+    step = max(1, int(round(fps)))
+    n = max(1, tokens.shape[0] // step)
+    per = np.array([len(np.unique(f)) for f in tokens], dtype=np.float64)  # [T]
+    return np.array([per[i * step:(i + 1) * step].mean() for i in range(n)], dtype=np.float64)
+
+
 def colour_variance(frames: np.ndarray) -> np.ndarray:
     """Per-frame spatial variance of colour [T, H, W, 3] -> [T] (mean over channels, [0, 1] units).
     A collapse to a flat grey-brown average drives it towards zero."""

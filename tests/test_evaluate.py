@@ -234,11 +234,30 @@ def test_stability_checks_catch_collapse_flashing_and_drift():
     # The same periodicity in the truth (e.g. a repeating script) excuses it.
     ex = E.stability_checks(tokens, flash, tokens, flash, None, truth[:1].repeat(n, 0), None, last)
     assert ex["flashing"]["pass"] and ex["flashing"]["explained_by_reference"]
-    # Without an oracle the reference is a per-second diversity from the data.
-    nd = E.stability_checks(tokens, truth, None, truth, 40.0, truth[:1].repeat(n, 0), None, last)
+    # Without an oracle the references are the data's codes per frame and per second.
+    nd = E.stability_checks(tokens, truth, None, truth, (12.0, 40.0), truth[:1].repeat(n, 0), None, last)
+    assert nd["diversity"]["reference_per_frame"] == [12.0] * 7
     assert nd["diversity"]["reference_per_second"] == [40.0] * 7
     short = E.stability_checks(tokens[:64], flash[:64], tokens[:64], truth[:64], None, truth[:64], None, last)
     assert short["flashing"]["pass"] and not short["flashing"]["judged"]
+
+
+def test_diversity_judges_collapse_per_frame_and_shimmer_per_second():
+    rng = np.random.default_rng(1)
+    n, fps = 64, 16
+    pictures = rng.integers(0, 200, (4, 6, 6))  # four distinct pictures of up to 36 codes each
+    truth = pictures[np.arange(n) % 4]  # the truth re-codes its one picture every frame
+    frames = rng.random((n, 8, 8, 3))
+    last = frames[0]
+    # A right picture that keeps its codes: fewer codes per second than the truth, none fewer per frame.
+    still = E.stability_checks(np.repeat(pictures[:1], n, 0), frames, truth, frames, None, frames, None, last)
+    assert still["diversity"]["relative_per_second_last_quarter"] < 0.5
+    assert still["diversity"]["pass"] and not still["diversity"]["collapsed"]
+    # A flat plain (one code per frame) collapses; fresh random codes every frame shimmer.
+    flat = E.stability_checks(np.zeros_like(truth), frames, truth, frames, None, frames, None, last)
+    assert flat["diversity"]["collapsed"] and not flat["diversity"]["pass"]
+    noise = E.stability_checks(rng.integers(0, 1000, truth.shape), frames, truth, frames, None, frames, None, last)
+    assert noise["diversity"]["shimmer"] and not noise["diversity"]["pass"]
 
 
 def test_helpers_quick_caps_random_actions_and_script():

@@ -180,6 +180,14 @@ def test_codebook_diversity_per_second():
     assert M.codebook_diversity(tokens[:3], fps=16).tolist() == [1.0]
 
 
+def test_codes_per_frame_averages_each_second():
+    tokens = np.zeros((40, 2, 2), np.int64)
+    tokens[16:32] = np.arange(4).reshape(2, 2)  # the second second: 4 codes in every frame
+    tokens[16:24, 0, 0] = 1  # ... but 3 in its first half
+    assert M.codes_per_frame(tokens, fps=16).tolist() == [1.0, 3.5]
+    assert M.codes_per_frame(tokens[:3], fps=16).tolist() == [1.0]
+
+
 def test_jump_profile_up_then_down():
     dy = np.zeros(30)
     dy[5:10] = 2.0  # camera rises: scene moves down
