@@ -1,0 +1,1 @@
+"""Minetest (Luanti) gameplay recorder: `python -m minetest_recorder --help`."""
