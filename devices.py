@@ -37,22 +37,32 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    backend: str = ""
+    """The joined process group's backend (nccl or gloo); empty when not in one (a plain single process)."""
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def group(self) -> bool:
+        """In a process group: collectives (gradient all-reduce, parameter broadcast) run."""
+        return bool(self.backend)
+
     @classmethod
     def from_env(cls, device: str = "auto") -> "Dist":
-        """RANK/WORLD_SIZE/LOCAL_RANK from torchrun; with several processes, joins the process group (NCCL
-        when `device` may be a GPU and one is available, else gloo)."""
+        """RANK/WORLD_SIZE/LOCAL_RANK from torchrun; with several processes, or any number under torchrun,
+        joins the process group (NCCL when `device` may be a GPU and one is available, else gloo). One
+        process under torchrun joins too, so `torchrun --nproc_per_node 1` runs the same collectives as a
+        multi-GPU job (on a one-GPU machine the only way to exercise NCCL)."""
         d = cls(rank=int(os.environ.get("RANK", 0)), world=int(os.environ.get("WORLD_SIZE", 1)),
                 local_rank=int(os.environ.get("LOCAL_RANK", 0)))
-        if d.world > 1:
+        if d.world > 1 or "TORCHELASTIC_RUN_ID" in os.environ:
             import torch.distributed as tdist
 
             if not tdist.is_initialized():
                 tdist.init_process_group("nccl" if device != "cpu" and torch.cuda.is_available() else "gloo")
+            d.backend = str(tdist.get_backend())
         return d
 
 
@@ -71,10 +81,24 @@ def all_reduce_mean_grads(params: list[torch.nn.Parameter], world: int) -> None:
         offset += n
 
 
-def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:
-    """Training precision: (autocast dtype or None for fp32, use a GradScaler). bf16 where supported, else
-    fp16 with a scaler (P100); CPU trains in fp32."""
-    if device.type != "cuda" or not enabled:
+AMP_DTYPES = ("auto", "bf16", "fp16")
+
+
+def amp_settings(device: torch.device, enabled: bool, dtype: str = "auto") -> tuple[torch.dtype | None, bool]:
+    """Training precision: (autocast dtype or None for fp32, use a GradScaler). "auto": bf16 where supported,
+    else fp16 with a scaler (P100); CPU trains in fp32. "bf16" or "fp16" forces that autocast dtype on any
+    device, fp16 always with a scaler: the P100 path runs on a bf16 card, and both run on a CPU."""
+    if dtype not in AMP_DTYPES:
+        raise ValueError(f"amp dtype {dtype!r} is not one of {AMP_DTYPES}")
+    if not enabled:
+        return None, False
+    if dtype == "fp16":
+        return torch.float16, True
+    if dtype == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"--amp-dtype bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16")
+        return torch.bfloat16, False
+    if device.type != "cuda":
         return None, False
     if torch.cuda.is_bf16_supported():
         return torch.bfloat16, False

@@ -76,6 +76,9 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     """torch intra-op threads on CPU (0 = torch's default, one per core; use fewer on a shared machine)."""
     amp: bool = True
     """Mixed precision on CUDA: bf16 where supported, else fp16 with a GradScaler (P100). CPU is fp32."""
+    amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"
+    """With --amp: auto (as above), or force bf16, or fp16 with a GradScaler, on any device (fp16 runs the
+    P100 path on a bf16 card; on a CPU both run under CPU autocast)."""
     batch_size: int = 8
     """Windows per process per step (the global batch is batch_size x processes)."""
     seq_len: int = 12
@@ -140,6 +143,8 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
             raise config_mod.ConfigError(f"lpips_per_sample must be in 1..seq_len-1, got {self.lpips_per_sample}")
         if self.ar_bptt < 1 or self.batch_size < 1:
             raise config_mod.ConfigError("ar_bptt and batch_size must be >= 1")
+        if not self.amp and self.amp_dtype != "auto":
+            raise config_mod.ConfigError(f"--amp-dtype {self.amp_dtype} needs --amp true")
 
     @property
     def last_step(self) -> int:
@@ -224,8 +229,8 @@ class Trainer:
 
             lpips_net = load_lpips(cfg.lpips_net, device=device)
         self.optimizer = torch.optim.AdamW(make_param_groups(self.model, cfg), lr=cfg.lr, betas=(0.9, 0.95))
-        self.amp_dtype, use_scaler = amp_settings(device, cfg.amp)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.amp_dtype, use_scaler = amp_settings(device, cfg.amp, cfg.amp_dtype)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.step = 0
         self.brake: BrakeState = initial_brake(cfg)
         self.bad_streak = 0
@@ -236,7 +241,7 @@ class Trainer:
         self.objective = Objective(cfg, self.vqvae, lpips_net, self.probes, self.autocast)
         self._last: WindowResult | None = None
         self._last_actions: torch.Tensor | None = None
-        if dist.world > 1:
+        if dist.group:
             import torch.distributed as tdist
 
             for t in list(self.model.parameters()) + list(self.model.buffers()):
@@ -287,7 +292,7 @@ class Trainer:
         keys = sorted(sums)
         vec = torch.stack([sums[k] for k in keys] + [torch.tensor(float(bad), device=dev),
                                                       torch.tensor(float(_STOP.requested), device=dev)])
-        if self.dist.world > 1:
+        if self.dist.group:
             import torch.distributed as tdist
 
             tdist.all_reduce(vec)
@@ -324,10 +329,19 @@ class Trainer:
                                     f"resume from an earlier checkpoint.")
         else:
             apply_lr(self.optimizer, cfg.lr * lr_factor(self.step, cfg))
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 0.0
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.bad_streak = 0
-            out["nonfinite_skipped"] = 0.0
+            # The GradScaler skips a step whose fp16 gradients overflowed and lowers its scale (the only sign
+            # of it); such steps count as non-finite, so gradients that overflow at every scale stop the run.
+            if self.scaler.is_enabled() and self.scaler.get_scale() < scale:
+                self.bad_streak += 1
+                out["nonfinite_skipped"] = 1.0
+            else:
+                self.bad_streak = 0
+                out["nonfinite_skipped"] = 0.0
+        if self.scaler.is_enabled():
+            out["grad/scale"] = self.scaler.get_scale()
         out["grad/total_norm"] = grad_norm
         out["lr"] = cfg.lr * lr_factor(self.step, cfg)
         return out
@@ -474,6 +488,8 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
 
     dist = Dist.from_env(cfg.device)
     device = resolve_device(cfg.device)
+    if dist.group and dist.main:
+        print(f"data parallel: {dist.world} process(es), {dist.backend} backend", file=sys.stderr)
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
     if device.type == "cuda":

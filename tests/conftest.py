@@ -24,3 +24,21 @@ def _seed() -> None:
         return
     torch.manual_seed(0)
     torch.set_num_threads(int(os.environ.get("OCHRE_TEST_THREADS", "2")))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped without one (scripts/gpu_check.sh runs "
+                                       "them with `pytest -m cuda`)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cuda_items = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not cuda_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU")
+    for item in cuda_items:
+        item.add_marker(skip)
