@@ -41,6 +41,7 @@ from .poselog import parse, verify, wrap_deg
 
 FPS = 16
 CALIBRATION_PX = 40
+CALIBRATION_WAIT_S = 5.0
 # The server must log a pose at least this often while recording, or the client counts as stalled.
 STALL_S = 3.0
 # Poses keep arriving this long after the last frame, so the last steps can be verified.
@@ -63,8 +64,8 @@ class RecordConfig:
     """Index i of the first episode, to add episodes to an existing dataset."""
     port: int = 30000
     """UDP port of Minetest's singleplayer server (must be free)."""
-    viewing_range: int = 60
-    """Minetest viewing range in nodes."""
+    viewing_range: int = 30
+    """Minetest viewing range in nodes (software rendering's cost grows fast with it)."""
     fov: int = 72
     """Minetest field of view in degrees."""
     sensitivity: float = 0.5
@@ -134,18 +135,24 @@ def _wait(game: Session, seconds: float) -> None:
 
 
 def calibrate(game: Session, cfg: RecordConfig) -> float:
-    """Degrees per mouse pixel as the engine turns them: a turn right and back, read from the pose log."""
+    """Degrees per mouse pixel as the engine turns them: a turn right and back, read from the pose log.
+    Right after joining the client may draw a frame a second, so each turn waits for the log to move."""
+    game.focus()
+    _wait(game, 0.2)
     turns = []
     for px in (CALIBRATION_PX, -CALIBRATION_PX):
         before = _last_pose(game)[0]
         game.move_mouse(px, 0)
         game.flush()
-        _wait(game, 0.5)
+        end = clock() + CALIBRATION_WAIT_S
+        while clock() < end and abs(_last_pose(game)[0] - before) < 1e-3:
+            _wait(game, 0.05)
+        _wait(game, 0.3)
         turns.append(float(wrap_deg(np.array(_last_pose(game)[0] - before))) / px)
     dpp = float(np.mean(turns))
     if abs(dpp / cfg.sensitivity - 1.0) > 0.05:
-        raise EpisodeError(f"mouse calibration: the engine turned {dpp:.4f} deg/pixel, expected "
-                           f"{cfg.sensitivity} (did the window have focus?)")
+        raise EpisodeError(f"mouse calibration: the engine turned {turns[0]:.4f} and {turns[1]:.4f} deg/pixel, "
+                           f"expected {cfg.sensitivity}")
     return dpp
 
 

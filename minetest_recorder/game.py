@@ -76,6 +76,10 @@ def client_config(s: GameSettings) -> str:
         # The server logs poses once per step: a short step gives the verification a fine time grid.
         "dedicated_server_step": 0.02, "bind_address": "127.0.0.1", "server_announce": "false",
         "enable_clouds": "false", "menu_last_game": GAME_ID, "mainmenu_last_selected_world": 1,
+        # Software rendering (llvmpipe) on a shared core must still draw >= 16 frames a second: no shaders,
+        # no smooth lighting, opaque leaves (forests are most of the geometry), no frame cap below that.
+        "enable_shaders": "false", "smooth_lighting": "false", "leaves_style": "opaque",
+        "enable_particles": "false", "fps_max": 120,
     }
     return "".join(f"{k} = {v}\n" for k, v in settings.items())
 
@@ -173,7 +177,7 @@ class Session:
             if time.monotonic() > deadline:
                 raise EpisodeError(f"the player did not join within {self.start_timeout:.0f} s")
             time.sleep(0.1)
-        self._focus_window()
+        self.focus()
 
     def _log_file(self, name: str) -> Any:
         f = open(self.workdir / name, "wb")
@@ -194,9 +198,10 @@ class Session:
                 buf += os.read(fd, 64)
         return int(buf)
 
-    def _focus_window(self) -> None:
+    def focus(self) -> None:
         """Without a window manager nothing gives the game keyboard focus, and Minetest ignores the mouse
-        while unfocused."""
+        while unfocused. Called again before driving: focus given while the client was still loading can
+        be lost."""
         from Xlib import X
 
         deadline = time.monotonic() + WINDOW_TIMEOUT_S

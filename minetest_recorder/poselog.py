@@ -115,6 +115,10 @@ def verify(poses: Poses, grab_t: np.ndarray, sched_t: np.ndarray, raw: np.ndarra
         ("walk", {"forward": 1.0}), ("sprint", {"forward": 1.0, "sprint": 1.0}),
         ("sneak", {"forward": 1.0, "sneak": 1.0}), ("still", {}))}
     gaps = np.diff(poses.t)
+    # Over the whole episode (to the last record, logged after every action has landed) the turn must add
+    # up exactly, however the engine's steps fell between frames.
+    total_error = max(abs(float(poses.yaw[-1] - poses.yaw[j[0]] - raw[1:, RAW["yaw_deg"]].sum())),
+                      abs(float(poses.pitch[-1] - poses.pitch[j[0]] - raw[1:, RAW["pitch_deg"]].sum())))
     return {
         "frames": n, "actions": n, "pose_records": len(poses.t),
         "server_step_ms": _median(gaps * 1000.0),
@@ -125,6 +129,7 @@ def verify(poses: Poses, grab_t: np.ndarray, sched_t: np.ndarray, raw: np.ndarra
         "camera_steps": int(cam_steps.sum()),
         "camera_match_pct": 100.0 * float(ok[cam_steps].mean()) if cam_steps.any() else math.nan,
         "camera_match_all_steps_pct": 100.0 * float(ok.mean()) if len(ok) else math.nan,
+        "camera_total_error_deg": total_error,
         "keys_match_pct": 100.0 * float(keys_ok.mean()) if len(keys_ok) else math.nan,
         "median_speed_blocks_per_s": speeds,
         "pose_index": j,
