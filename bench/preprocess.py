@@ -123,6 +123,7 @@ def measure(cfg: BenchPreprocessConfig, tmp: Path) -> dict:
     import torch
 
     import preprocess
+    from devices import resolve_device
     from vq_vae import VQVAE, VQVAEConfig, save_vqvae
 
     data = cfg.data
@@ -169,7 +170,7 @@ def measure(cfg: BenchPreprocessConfig, tmp: Path) -> dict:
     return {
         "bench": "preprocess", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "device": preprocess.resolve_device(cfg.device),
+                    "device": str(resolve_device(cfg.device)),
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "config": to_dict(cfg), "source_frames": t["source_frames_decoded"],
         "decode_only_frames_per_s": round(max(decode), 1),

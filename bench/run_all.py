@@ -56,8 +56,9 @@ def machine_info() -> dict[str, Any]:
 
 
 def discover(bench_dir: Path) -> list[str]:
-    """Names of the bench scripts (every *.py but this runner and package files), sorted."""
-    return sorted(p.stem for p in bench_dir.glob("*.py") if p.stem not in ("run_all", "__init__")
+    """Names of the bench scripts (every *.py but this runner, package files and gpu_check, which is
+    `make gpu-check`), sorted."""
+    return sorted(p.stem for p in bench_dir.glob("*.py") if p.stem not in ("run_all", "__init__", "gpu_check")
                   and not p.stem.startswith("_"))
 
 
