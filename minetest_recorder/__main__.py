@@ -36,8 +36,8 @@ from ckpt_io import atomic_write_json, json_safe
 from config import ConfigError, main_config, parse_size, save_config
 from video_io import write_mp4
 
-from .game import APT_INSTALL, KEYSYMS, EpisodeError, GameSettings, Session, find_binary
-from .poselog import parse, verify, wrap_deg
+from .game import APT_INSTALL, CLIENT_LOG, KEYSYMS, POSE_LOG, EpisodeError, GameSettings, Session, find_binary
+from .poselog import index_at, parse_client, parse_server, verify, wrap_deg
 
 FPS = 16
 CALIBRATION_PX = 40
@@ -216,13 +216,19 @@ def record_episode(cfg: RecordConfig, part: int, size: tuple[int, int],
             frames, grab_t, due_t, raw = drive(game, cfg, part, dpp, tick)
             _wait(game, TAIL_S)
             lines = list(game.pose.lines)
-        poses = parse(lines, str(work / "world" / "ochre_pose.log"))
+        # Read after teardown: the client has flushed its log by then.
+        client_log = work / CLIENT_LOG
+        client = parse_client(client_log.read_text(errors="replace"), str(client_log))
+        server = parse_server(lines, str(work / "world" / POSE_LOG))
+        if client.t[-1] < grab_t[-1]:
+            raise EpisodeError(f"{client_log}: the client's pose log ends before the last frame")
         same = np.array([i > 0 and np.array_equal(frames[i], frames[i - 1]) for i in range(len(frames))])
-        report = verify(poses, grab_t, due_t, raw, same, 1.0 / FPS)
+        report = verify(client, server, grab_t, due_t, raw, same, 1.0 / FPS)
         j = report.pop("pose_index")
-        actions = {str(i): to_gamefactory(raw[i], float(wrap_deg(poses.yaw[j[i]])), float(poses.pitch[j[i]]),
-                                          poses.pos[j[i]]) for i in range(len(frames))}
-        meta = {"biome": poses.biome[j[0]], "initial_weather": "clear", "start_time": f"{cfg.time_of_day:g} of a day",
+        actions = {str(i): to_gamefactory(raw[i], float(wrap_deg(client.yaw[j[i]])), float(client.pitch[j[i]]),
+                                          client.pos[j[i]]) for i in range(len(frames))}
+        biome = server.biome[int(index_at(server.track.t, grab_t[:1])[0])]
+        meta = {"biome": biome, "initial_weather": "clear", "start_time": f"{cfg.time_of_day:g} of a day",
                 "actions": actions,
                 "minetest": {"game": "minetest_game", "map_seed": settings.map_seed, "mapgen": settings.mapgen,
                              "seed": [cfg.seed, part], "part": part, "size": list(size), "fps": FPS,
@@ -250,11 +256,11 @@ def _summary_line(r: dict[str, Any]) -> str:
     sp = rep["median_speed_blocks_per_s"]
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     return (f"{r['name']} ({r['biome']}): {rep['frames']} frames = {rep['actions']} actions, "
-            f"late {rep['late_frames']}, duplicated {rep['duplicated_frames']} "
+            f"client {rep['client_fps']:.1f} fps, late {rep['late_frames']}, stale {rep['stale_frames']} "
             f"({rep['dropped_or_duplicated_pct']:.1f}%), camera {rep['camera_match_pct']:.1f}% of "
             f"{rep['camera_steps']} steps within 0.5 deg, keys {rep['keys_match_pct']:.1f}%, "
             f"walk {fmt(sp['walk'])} sprint {fmt(sp['sprint'])} sneak {fmt(sp['sneak'])} blocks/s, "
-            f"pose delay {rep['pose_delay_ms']:.0f} ms, {r['seconds']:.1f} s")
+            f"turn total off by {rep['camera_total_error_deg']:.2f} deg, {r['seconds']:.1f} s")
 
 
 def run(cfg: RecordConfig, size: tuple[int, int]) -> dict[str, Any]:

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 MOD_DIR = Path(__file__).resolve().parent / "mod" / "ochre_pose"
+CLIENT_MOD_DIR = Path(__file__).resolve().parent / "mod" / "ochre_client"
 POSE_LOG = "ochre_pose.log"
+CLIENT_LOG = "minetest.log"
 APT_INSTALL = "apt-get install -y minetest xvfb"
 GAME_ID = "minetest"
 # Minetest key bindings (its defaults) for the raw action's keys; sprint is the mod's aux1 sprint.
@@ -64,6 +66,14 @@ def write_world(world: Path, s: GameSettings) -> None:
     (world / "map_meta.txt").write_text(f"mg_name = {s.mapgen}\nseed = {s.map_seed}\n[end_of_params]\n")
 
 
+def write_client_mods(home: Path) -> None:
+    """The client-side mod goes to the client's user folder (HOME/.minetest), which is the episode's own."""
+    mods = home / ".minetest" / "clientmods"
+    mods.mkdir(parents=True)
+    shutil.copytree(CLIENT_MOD_DIR, mods / CLIENT_MOD_DIR.name)
+    (mods / "mods.conf").write_text(f"load_mod_{CLIENT_MOD_DIR.name} = true\n")
+
+
 def client_config(s: GameSettings) -> str:
     w, h = s.size
     settings: dict[str, Any] = {
@@ -80,6 +90,7 @@ def client_config(s: GameSettings) -> str:
         # no smooth lighting, opaque leaves (forests are most of the geometry), no frame cap below that.
         "enable_shaders": "false", "smooth_lighting": "false", "leaves_style": "opaque",
         "enable_particles": "false", "fps_max": 120,
+        "enable_client_modding": "true", "csm_restriction_flags": 0,
     }
     return "".join(f"{k} = {v}\n" for k, v in settings.items())
 
@@ -142,6 +153,7 @@ class Session:
 
         s = self.settings
         write_world(self.world, s)
+        write_client_mods(self.workdir)
         conf = self.workdir / "minetest.conf"
         conf.write_text(client_config(s))
         xvfb, minetest = find_binary("Xvfb"), find_binary("minetest")
@@ -163,10 +175,10 @@ class Session:
             os.close(read_fd)
             if write_fd >= 0:
                 os.close(write_fd)
-        env = dict(os.environ, DISPLAY=f":{number}", LIBGL_ALWAYS_SOFTWARE="1")
+        env = dict(os.environ, DISPLAY=f":{number}", LIBGL_ALWAYS_SOFTWARE="1", HOME=str(self.workdir))
         self.procs.append(subprocess.Popen(
             [minetest, "--go", "--world", str(self.world), "--name", "ochre", "--port", str(s.port),
-             "--config", str(conf), "--logfile", str(self.workdir / "minetest.log")],
+             "--config", str(conf), "--logfile", str(self.workdir / CLIENT_LOG)],
             env=env, process_group=self.pgid, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._log_file("minetest.err")))
         self.display = xdisplay.Display(f":{number}")
