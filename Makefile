@@ -7,7 +7,7 @@ REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv test demo play bench clean-demo
+.PHONY: venv test demo play bench gpu-check clean-demo
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ play: venv
 
 bench: venv
 	$(PY) -m bench.run_all
+
+# Every CUDA path in one command (scripts/gpu_check.sh, under 8 minutes on one GPU): writes
+# bench/results/gpu_check.json and gpu_check.md; GPU_CHECK_ARGS adds options (--device cpu --tiny rehearses).
+gpu-check: venv
+	PY=$(PY) bash scripts/gpu_check.sh $(GPU_CHECK_ARGS)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
