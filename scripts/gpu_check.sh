@@ -13,15 +13,15 @@ cd "$(dirname "$0")/.."
 if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
-if [ -d .gpu_carry ]; then
+if [ -d .gpu_carry ] && ! "$PY" -c "import av, pygame" >/dev/null 2>&1; then
     if [ ! -d .gpu_carry/site ]; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile --target .gpu_carry/site .gpu_carry/*.whl \
-            || { echo "error: could not install the wheels in .gpu_carry/" >&2; exit 2; }
+            || { echo "error: could not install the wheels in .gpu_carry/ with $PY" >&2; exit 2; }
     fi
     export PYTHONPATH="$PWD/.gpu_carry/site${PYTHONPATH:+:$PYTHONPATH}"
-    if [ -z "${OCHRE_LPIPS_WEIGHTS:-}" ] && [ -f .gpu_carry/alexnet.ckpt ]; then
-        export OCHRE_LPIPS_WEIGHTS="$PWD/.gpu_carry/alexnet.ckpt"
-    fi
+fi
+if [ -z "${OCHRE_LPIPS_WEIGHTS:-}" ] && [ -f .gpu_carry/alexnet.ckpt ]; then
+    export OCHRE_LPIPS_WEIGHTS="$PWD/.gpu_carry/alexnet.ckpt"
 fi
 export WANDB_MODE=disabled PYTHONUNBUFFERED=1
 exec "$PY" -m bench.gpu_check "$@"
