@@ -128,7 +128,13 @@ def warp_sources(residual: torch.Tensor, disp: torch.Tensor
     where repeating the edge column draws horizontal streaks over a turn), and the edge row vertically."""
     b, _, gh, gw = residual.shape
     total = residual + disp
-    moved = torch.floor(total + 0.5)
+    # The translation (the field's mean) moves every token alike; the zoom's part, which differs per position,
+    # moves tokens only on a step that zooms. Rounding the whole field per position would make a turn after a
+    # walk tear the picture: neighbours whose zoom remainders differ move by different whole tokens, so one
+    # source is drawn twice and another lost, and the picture loses a code at every tear.
+    shift = total.mean(dim=(2, 3), keepdim=True)  # [B, 2, 1, 1]
+    zooming = (disp - disp.mean(dim=(2, 3), keepdim=True)).abs().amax(dim=(1, 2, 3)) > 0  # [B]
+    moved = torch.floor(shift + 0.5) + torch.floor(total - shift + 0.5) * zooming[:, None, None, None]
     ys = torch.arange(gh, device=disp.device)[:, None].expand(gh, gw)
     xs = torch.arange(gw, device=disp.device)[None, :].expand(gh, gw)
     src_x = xs[None] - moved[:, 0].long()  # [B, gh, gw]

@@ -78,6 +78,26 @@ def test_zoom_moves_the_border_outwards_and_keeps_the_centre():
     assert out[0, 3, 0] == tokens[0, 3, 1] and out[0, 3, 8] == tokens[0, 3, 7]
 
 
+
+def test_a_turn_after_a_walk_moves_every_token_alike():
+    coef = coef_for(-0.25, -0.25)
+    coef[2, 8] = 0.03  # W zooms in by 3% per step: uneven remainders across the grid
+    grid = (7, 9)
+    res = torch.zeros(1, 2, *grid)
+    for _ in range(5):
+        _, _, res = motion.warp_sources(res, motion.displacement(coef, enc(forward=1), grid))
+    assert res.std() > 0.05  # the zoom left a different remainder at each position
+    tokens = torch.arange(63).view(1, *grid)
+    for _ in range(8):  # 2 degrees a step: a token every other step
+        src, inside, res = motion.warp_sources(res, motion.displacement(coef, enc(yaw_deg=2.0), grid))
+        out = motion.gather_tokens(tokens, src)
+        moved = out[inside]
+        assert len(torch.unique(moved)) == len(moved)  # no source drawn twice: nothing torn, nothing lost
+        cols = (src.view(grid) % grid[1]) - torch.arange(grid[1])  # source column - output column
+        assert len(torch.unique(cols[inside[0]])) == 1  # one shift for the whole picture
+        tokens = out
+
+
 # ----------------------------------------------------------------------------- synthetic world
 
 def make_world(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -169,3 +189,4 @@ def test_fit_zeroes_coefficients_too_small_to_be_motion():
     assert coef[1, 14] == 0.0  # sneak
     np.testing.assert_allclose(coef[:2] @ ENC.encode(make_raw(yaw_deg=4.0)), [-0.9, 0.0], atol=0.02)
     assert coef[2, 8] == pytest.approx(0.01, abs=1e-3) and coef[2, :8].tolist() == [0.0] * 8
+
