@@ -15,14 +15,14 @@ import torch
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """"auto" -> this process's GPU when CUDA is available, else cpu; "cuda" under torchrun -> this process's
-    GPU; asking for CUDA without a GPU is an error."""
+    """"auto" -> this process's GPU when CUDA is available, else cpu; "cuda" -> this process's GPU, with its
+    index (torch.cuda.set_device refuses an index-less "cuda"); asking for CUDA without a GPU is an error."""
     if isinstance(spec, torch.device):
         return spec
     local = int(os.environ.get("LOCAL_RANK", 0))
     if spec == "auto":
         return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-    if spec == "cuda" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+    if spec == "cuda":
         spec = f"cuda:{local}"
     dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():

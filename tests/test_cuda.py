@@ -205,3 +205,16 @@ def test_fp16_gradscaler_steps_stay_finite_and_skip_a_nonfinite_step(data, devic
 def test_amp_dtype_without_amp_is_a_config_error(data):
     with pytest.raises(config_mod.ConfigError, match="--amp-dtype fp16 needs --amp true"):
         trainer_on(data, "cpu", "--amp", "false", "--amp-dtype", "fp16")
+
+
+def test_cuda_resolves_to_an_indexed_device(monkeypatch):
+    """train.py calls torch.cuda.set_device(device), which raises on an index-less torch.device("cuda"):
+    `--device cuda` once failed on every GPU."""
+    import devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert devices.resolve_device("cuda") == torch.device("cuda:0")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert devices.resolve_device("cuda") == torch.device("cuda:1")
+    assert devices.resolve_device("cuda:0") == torch.device("cuda:0")
