@@ -230,12 +230,12 @@ class Check:
         counts = {"passed": 0, "failed": 0, "skipped": 0}
         failed, collection_errors = [], []
         for case in cases:
-            name = f"{case.get('classname')}::{case.get('name')}"
+            cls, name = case.get("classname", ""), case.get("name", "")
             if case.find("skipped") is not None:
                 counts["skipped"] += 1
             elif case.find("failure") is not None or case.find("error") is not None:
-                # a module that cannot be imported here is reported with an empty test name
-                (collection_errors if not case.get("name") or case.get("classname") == "" else failed).append(name)
+                # junit reports a module that cannot be imported here as a test with an empty class name
+                (failed if cls else collection_errors).append(f"{cls}::{name}" if cls else name)
             else:
                 counts["passed"] += 1
         counts["failed"] = len(failed)
