@@ -6,7 +6,9 @@ Each episode starts Xvfb and a Minetest client (singleplayer, minetest_game) on 
 K + i, drives the player with the block world's GameFactory-style policy through XTest (keys held, camera by
 relative mouse motion, calibrated in degrees per pixel from the engine), grabs the screen on a steady 16 Hz
 clock and writes DIR/video/seed_K_part_i.mp4 (H.264) and DIR/metadata/seed_K_part_i.json: entry str(i) of
-`actions` is the action that produced frame i (entry 0 a no-op), with the engine's pos/yaw/pitch at frame i.
+`actions` is the action that produced frame i (entry 0 a no-op): the keys held and the camera turn that
+frame i shows, with the engine's pos/yaw/pitch at frame i (the commanded turns are in
+`minetest.commanded_camera_deg`).
 A Lua mod (minetest_recorder/mod) logs the engine's pose every server step; the recorder checks every
 action against it and stores the episode's report (late or duplicated frames, camera and key fidelity,
 speeds) in the JSON's `minetest.report`. A failed episode is discarded and reported; the others go on.
@@ -225,7 +227,13 @@ def record_episode(cfg: RecordConfig, part: int, size: tuple[int, int],
         same = np.array([i > 0 and np.array_equal(frames[i], frames[i - 1]) for i in range(len(frames))])
         report = verify(client, server, grab_t, due_t, raw, same, 1.0 / FPS)
         j = report.pop("pose_index")
-        actions = {str(i): to_gamefactory(raw[i], float(wrap_deg(client.yaw[j[i]])), float(client.pitch[j[i]]),
+        # The camera entries are the turns the frames show (the client's own camera at each grab), so a turn
+        # the client drew a frame late, or an input event it lost, stays true to the video; the commanded
+        # turns are kept beside them and the report says how often the two differ.
+        shown = raw.copy()
+        shown[1:, RAW["yaw_deg"]] = np.round(np.diff(client.yaw[j]), 3)
+        shown[1:, RAW["pitch_deg"]] = np.round(np.diff(client.pitch[j]), 3)
+        actions = {str(i): to_gamefactory(shown[i], float(wrap_deg(client.yaw[j[i]])), float(client.pitch[j[i]]),
                                           client.pos[j[i]]) for i in range(len(frames))}
         biome = server.biome[int(index_at(server.track.t, grab_t[:1])[0])]
         meta = {"biome": biome, "initial_weather": "clear", "start_time": f"{cfg.time_of_day:g} of a day",
@@ -234,7 +242,8 @@ def record_episode(cfg: RecordConfig, part: int, size: tuple[int, int],
                              "seed": [cfg.seed, part], "part": part, "size": list(size), "fps": FPS,
                              "viewing_range": cfg.viewing_range, "fov": cfg.fov, "mouse_sensitivity": cfg.sensitivity,
                              "deg_per_pixel": dpp, "time_of_day": cfg.time_of_day,
-                             "policy": "gamefactory_isolated_actions", "report": report}}
+                             "policy": "gamefactory_isolated_actions",
+                             "commanded_camera_deg": raw[:, :2].round(4).tolist(), "report": report}}
         # Staged under names that do not pair up as an episode, then moved into place: video first, JSON
         # last, so a reader never finds a JSON without its video.
         write_mp4(work / "staged_video.mp4", frames, fps=FPS, crf=cfg.crf)

@@ -107,6 +107,13 @@ def test_engine_pose_agrees_with_actions(recorded):
     # turn and the held keys do not.
     assert rep["camera_total_error_deg"] < 0.5
     assert rep["keys_match_pct"] >= 80.0
+    # The JSON holds the turns the frames show; where the engine followed the command they are the command.
+    meta = json.loads((out / "metadata" / "seed_0_part_0.json").read_text())
+    shown = np.array([from_gamefactory(meta["actions"][str(i)])[:2] for i in range(48)])
+    commanded = np.array(mt["commanded_camera_deg"])
+    assert commanded.shape == (48, 2) and not commanded[0].any()
+    agree = np.all(np.abs(shown[1:] - commanded[1:]) <= 0.5, axis=1)
+    assert 100.0 * agree.mean() >= rep["camera_match_all_steps_pct"] - 1e-6
 
 
 @needs_minetest
