@@ -51,6 +51,8 @@ PHASES = ("data", "forward", "lpips", "backward", "optimizer")
 
 @dataclass
 class GpuCheckConfig:
+    """bench/gpu_check.py options (scripts/gpu_check.sh passes its arguments here)."""
+
     device: Literal["cuda", "cpu"] = "cuda"
     """Device under test; cpu rehearses the same stages (gloo instead of NCCL)."""
     tiny: bool = False
@@ -71,6 +73,8 @@ class GpuCheckConfig:
             raise ConfigError(f"--budget-s must be > 0, got {self.budget_s}")
         if self.cpu_threads < 1:
             raise ConfigError(f"--cpu-threads must be >= 1, got {self.cpu_threads}")
+        if ROOT.is_relative_to(Path(self.work_dir).resolve()):
+            raise ConfigError(f"--work-dir {self.work_dir} holds the repository; it is emptied at the start")
 
 
 @dataclass(frozen=True)
@@ -78,22 +82,39 @@ class Sizes:
     """Everything that differs between the GPU check and the tiny rehearsal."""
 
     episodes: int
+    """Block-world episodes generated (one of them becomes the validation video)."""
     seconds: float
+    """Length of each episode (16 frames per second)."""
     gen_workers: int
+    """blockworld.generate processes."""
     vq_preset: str
+    """vq_vae/train.py preset of the tokenizer (laptop: the real decoder, so LPIPS costs what it will)."""
     vq_steps: int
+    """Tokenizer training steps."""
     pp_workers: int
+    """preprocess.py decode processes."""
     motion_pairs: int
+    """train.py --motion-pairs (the motion calibration before step 0)."""
     train_preset: str
+    """train.py preset of the two training stages."""
     ddp_preset: str
+    """train.py preset of the torchrun stage (small: it checkpoints every 2 steps)."""
     ddp_kill_after: int
+    """The torchrun job is killed once a checkpoint at this step or later exists."""
     ddp_steps: int
+    """The step the resumed torchrun job must reach."""
     bench_steps: int
+    """Timed steps of each bench.train_step measurement (after one warm-up step)."""
     min_train_steps: int
+    """train.py steps per precision whatever the budget says."""
     max_train_steps: int
+    """train.py steps per precision however much budget is left."""
     bench_pp_args: tuple[str, ...]
+    """Arguments of bench.preprocess besides --device and --out."""
     live_presets: str
+    """bench.live presets."""
     live_frames: int
+    """bench.live measured ticks per preset."""
 
 
 GPU = Sizes(episodes=8, seconds=6.0, gen_workers=8, vq_preset="laptop", vq_steps=150, pp_workers=4,
@@ -134,8 +155,10 @@ class Check:
 
     def sh(self, name: str, cmd: list[str], timeout: float | None = None) -> str:
         """Run cmd from the repository root with its output in logs/<name>.log; returns the output, raises
-        StageError on a non-zero exit or a timeout (default: the rest of the budget, at least 30 s)."""
-        timeout = timeout if timeout is not None else max(30.0, self.left_s())
+        StageError on a non-zero exit or a timeout (default: the rest of the budget, at least 30 s, at most
+        a third of it, so that one hung command leaves time for the stages after it)."""
+        if timeout is None:
+            timeout = min(max(30.0, self.left_s()), self.cfg.budget_s / 3)
         log = self.logs / f"{name}.log"
         with open(log, "w") as fh:
             fh.write("$ " + " ".join(cmd) + "\n")
@@ -207,8 +230,12 @@ class Check:
         props = torch.cuda.get_device_properties(0)
         out.update(device_name=props.name, memory_gib=round(props.total_memory / 2 ** 30, 1),
                    capability=f"{props.major}.{props.minor}", multiprocessors=props.multi_processor_count,
-                   bf16=torch.cuda.is_bf16_supported(), gpus=torch.cuda.device_count(),
-                   nccl=".".join(map(str, torch.cuda.nccl.version())))
+                   bf16=torch.cuda.is_bf16_supported(), gpus=torch.cuda.device_count())
+        try:
+            v = torch.cuda.nccl.version()  # a tuple in recent torch, an int in older ones
+            out["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        except (AttributeError, RuntimeError):
+            out["nccl"] = None
         try:
             smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                  capture_output=True, text=True, timeout=30)
@@ -304,7 +331,7 @@ class Check:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             killed_at, first_step_s = None, None
-            deadline = time.monotonic() + max(30.0, self.left_s())
+            deadline = time.monotonic() + min(max(30.0, self.left_s()), self.cfg.budget_s / 3)
             while proc.poll() is None and time.monotonic() < deadline:
                 if first_step_s is None and (run_dir / "metrics.jsonl").is_file():
                     first_step_s = time.monotonic() - t
@@ -390,12 +417,14 @@ class Check:
         w, wo = bench["with_lpips"], bench["without_lpips"]
         step_s = w["step_s_median"]
         spent = time.monotonic() - t_stage
-        fit = int((slice_s - spent - self.train_startup_s - 5.0) / step_s)
+        # 0.8: the a100 preset starts slower than the ddp stage's measured start-up (bigger model, workers)
+        fit = int(0.8 * (slice_s - spent - self.train_startup_s) / step_s)
         steps = max(s.min_train_steps, min(s.max_train_steps, fit))
         run_dir = self.work / f"train_{precision}"
         t = time.monotonic()
         self.py(f"train_{precision}_run", ["train.py", *self.train_args(s.train_preset, run_dir, steps),
-                                           "--amp-dtype", precision, "--ckpt-every", "1000000000"])
+                                           "--amp-dtype", precision, "--ckpt-every", "1000000000"],
+                timeout=max(30.0, self.left_s()) + 60.0)  # sized to fit: a slow start must not fail it
         run_s = time.monotonic() - t
         records = _metrics(run_dir)
         if len(records) != steps:
@@ -519,6 +548,9 @@ def markdown(r: dict[str, Any]) -> str:
                          f"{mt['lpips_share_of_step']:.0%} |")
         lines += ["", f"The seeds' figure: {SEEDS_A100_STEPS_PER_S} steps/s on an A100 (a100 preset), LPIPS "
                   f"{SEEDS_LPIPS_SHARE:.0%} of the step."]
+        ratios = [f"{f['precision']} {f['vs_seeds_steps_per_s']}x" for _, f in trains if "vs_seeds_steps_per_s" in f]
+        if ratios:
+            lines[-1] += f" train.py steps/s over the seeds': {', '.join(ratios)} (target >= 3x at equal batch)."
     return "\n".join(lines) + "\n"
 
 

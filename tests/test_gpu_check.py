@@ -76,3 +76,27 @@ def test_bad_options_are_one_line_errors(args, message):
     res = run_script(*args, timeout=60)
     assert res.returncode == 2 and message in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_env_stage_on_a_gpu_reports_the_device(tmp_path, monkeypatch):
+    """The env stage's GPU branch, with torch.cuda answering as on an H200 (no GPU needed)."""
+    import types
+
+    import torch
+
+    props = types.SimpleNamespace(name="NVIDIA H200", total_memory=141 * 2 ** 30, major=9, minor=0,
+                                  multi_processor_count=132)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check = gpu_check.Check(gpu_check.GpuCheckConfig(device="cuda", work_dir=str(tmp_path)))
+    check.record("env", check.stage_env)
+    env = check.stages["env"]
+    assert env["status"] == "passed", env
+    f = env["figures"]
+    assert f["device_name"] == "NVIDIA H200" and f["memory_gib"] == 141.0 and f["capability"] == "9.0"
+    assert f["bf16"] is True and f["nccl"]
+    r = check.result()
+    assert r["device_name"] == "NVIDIA H200"
+    assert "| env | passed |" in gpu_check.markdown(r) and "NVIDIA H200 141.0 GiB" in gpu_check.markdown(r)
