@@ -93,6 +93,9 @@ class WorldModelConfig(ModelArchConfig):
     motion_coef: tuple[float, ...] = tuple(motion.zero_coefficients())
     """Motion per encoded action dimension, flattened [3, action_dim] (motion.MOTION_ROWS), calibrated from
     the training data by motion.calibrate (never chosen by hand)."""
+    jump_profile: tuple[float, ...] = ()
+    """Content shift down per step, in tokens, over the motion.JUMP_STEPS steps after a jump starts,
+    calibrated by motion.calibrate_jump; empty = jumps get no motion of their own."""
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 != 1:
@@ -105,6 +108,7 @@ class WorldModelConfig(ModelArchConfig):
             raise ValueError(f"action_dim must be {ENC_DIM} (actions.ENC_DIM), got {self.action_dim}")
         self.attn_pool = tuple(self.attn_pool)  # type: ignore[assignment]
         self.motion_coef = tuple(float(x) for x in self.motion_coef)
+        self.jump_profile = tuple(float(x) for x in self.jump_profile)
         if len(self.motion_coef) != len(motion.MOTION_ROWS) * ENC_DIM:
             raise ValueError(f"motion_coef needs {len(motion.MOTION_ROWS) * ENC_DIM} values, "
                              f"got {len(self.motion_coef)}")
@@ -113,6 +117,7 @@ class WorldModelConfig(ModelArchConfig):
         d = asdict(self)
         d["attn_pool"] = list(self.attn_pool)
         d["motion_coef"] = list(self.motion_coef)
+        d["jump_profile"] = list(self.jump_profile)
         return d
 
     @classmethod
@@ -129,11 +134,13 @@ class WorldModelConfig(ModelArchConfig):
 
     @classmethod
     def from_arch(cls, arch: Any, *, codebook_size: int, code_dim: int, grid: tuple[int, int],
-                  motion_coef: Any = None) -> "WorldModelConfig":
+                  motion_coef: Any = None, jump_profile: Any = None) -> "WorldModelConfig":
         """Architecture fields taken from any object that has them (e.g. train.py's TrainConfig)."""
         kw = {f.name: getattr(arch, f.name) for f in fields(ModelArchConfig)}
         if motion_coef is not None:
             kw["motion_coef"] = tuple(float(x) for x in np.asarray(motion_coef).reshape(-1))
+        if jump_profile is not None:
+            kw["jump_profile"] = tuple(float(x) for x in np.asarray(jump_profile).reshape(-1))
         return cls(**kw, codebook_size=int(codebook_size), code_dim=int(code_dim),
                    grid_h=int(grid[0]), grid_w=int(grid[1]))
 
@@ -327,6 +334,8 @@ class WorldModel(nn.Module):
             coef = torch.tensor(cfg.motion_coef, dtype=torch.float32).view(len(motion.MOTION_ROWS), ENC_DIM)
             # A buffer, so it moves with the model's device; its value is the config's (saved there).
             self.register_buffer("motion_coef", coef, persistent=False)
+            self.register_buffer("jump_profile", torch.tensor(cfg.jump_profile, dtype=torch.float32),
+                                 persistent=False)
         if codebook is not None and cfg.init_from_codebook:
             self.init_from_codebook(codebook)
         # Channels-last throughout: the token embedding already comes out that way, and torch's CPU
@@ -372,6 +381,8 @@ class WorldModel(nn.Module):
         if self.motion:
             # Motion not yet applied, in tokens (always fp32: it accumulates over the whole rollout).
             st["motion_res"] = torch.zeros(batch_size, 2, c.grid_h, c.grid_w, device=device)
+            # Steps since the current jump began (-1: on the ground).
+            st["jump_age"] = torch.full((batch_size,), -1.0, device=device)
         return st
 
     @staticmethod
@@ -442,9 +453,13 @@ class WorldModel(nn.Module):
         if not self.motion:
             return tokens, None, state
         disp = motion.displacement(self.motion_coef, action.float(), tokens.shape[-2:])  # [B, 2, gh, gw]
+        jump_age = state["jump_age"]
+        if len(self.jump_profile):
+            dy, jump_age = motion.jump_step(self.jump_profile, action[:, motion.JUMP_COLUMN] >= 0.5, jump_age)
+            disp = disp + torch.stack([torch.zeros_like(dy), dy], 1)[:, :, None, None]  # [B, 2, 1, 1]
         src, inside, res = motion.warp_sources(state["motion_res"], disp)
         new = {k: (motion.gather_map(v, src) if k.startswith("h") else v) for k, v in state.items()}
-        new["motion_res"] = res
+        new["motion_res"], new["jump_age"] = res, jump_age
         return motion.gather_tokens(tokens, src), inside, new
 
     def add_copy_prior(self, logits: torch.Tensor, warped: torch.Tensor, inside: torch.Tensor | None
@@ -463,7 +478,7 @@ class WorldModel(nn.Module):
         film = self.film_params(action)
         logits, new = self._core(self._layer0_proj(x, *film[0]), x, film, state)
         if self.motion:
-            new["motion_res"] = state["motion_res"]
+            new["motion_res"], new["jump_age"] = state["motion_res"], state["jump_age"]
         return self.add_copy_prior(logits, warped, inside), new
 
     def forward_sequence(self, tokens: torch.Tensor, actions: torch.Tensor, state: State | None = None

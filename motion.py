@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import metrics as M
-from actions import ENC_DIM, KEYS_SLICE, PITCH_NONE_BIN, PITCH_SLICE, YAW_NONE_BIN, YAW_SLICE
+from actions import ENC_DIM, ENC_FIELDS, KEYS_SLICE, PITCH_NONE_BIN, PITCH_SLICE, RAW, YAW_NONE_BIN, YAW_SLICE
 
 MOTION_ROWS = ("dx", "dy", "zoom")
 """Rows of the coefficient matrix [3, ENC_DIM]: content shift right and down in tokens per step, and the
@@ -104,6 +104,65 @@ def calibrate(pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
              "median_abs_error_px": float(np.median(np.abs(shift - pred))),
              "median_abs_shift_px": float(np.median(np.abs(shift)))}
     return coef, stats
+
+
+# ----------------------------------------------------------------------------- jumps
+
+JUMP_COLUMN = ENC_FIELDS.index("jump")
+JUMP_STEPS = 10
+"""Steps a jump's motion is followed for (Minecraft's jump lasts ~0.6 s: 10 frames at 16 fps)."""
+MIN_JUMPS = 8
+"""Clean jump onsets needed to fit a profile; fewer give none."""
+MIN_JUMP_RISE = 0.25
+"""Peak of the fitted profile's cumulative rise, in tokens, below which the jump gets no motion."""
+
+
+def fit_jump_profile(dy_px: np.ndarray, token_px_y: float) -> np.ndarray:
+    """Vertical content shift per step after clean jump onsets, dy_px [N, JUMP_STEPS] (px, +down) -> the
+    jump's profile [JUMP_STEPS] in tokens per step (all zero with fewer than MIN_JUMPS onsets or a rise below
+    MIN_JUMP_RISE).
+
+    Why a profile: a jump is an impulse. One press moves the camera up and back down over the next ~10
+    steps, so no per-step linear term of the action can carry it (the calibration gives jump none). The
+    mean is taken of shifts clipped to 1.5 tokens: phase correlation on VQ-decoded frames sees either
+    nothing or a whole token at many steps, and now and then a swim or a wall gives tens of pixels. The
+    profile is made to sum to zero, so held jumps do not drift the picture."""
+    if len(dy_px) < MIN_JUMPS:
+        return np.zeros(JUMP_STEPS)
+    lim = 1.5 * token_px_y
+    prof = np.clip(np.asarray(dy_px, np.float64), -lim, lim).mean(axis=0) / token_px_y
+    prof -= prof.mean()
+    return prof if np.cumsum(prof).max() >= MIN_JUMP_RISE else np.zeros(JUMP_STEPS)
+
+
+def jump_onsets(raw_actions: np.ndarray) -> list[int]:
+    """Steps of raw actions [T, 9] where a jump starts from the ground (no jump held in the JUMP_STEPS
+    before) with the camera's pitch still for the JUMP_STEPS it is followed."""
+    jump = raw_actions[:, RAW["jump"]] >= 0.5
+    still = np.abs(raw_actions[:, RAW["pitch_deg"]]) < 0.5
+    return [s for s in range(JUMP_STEPS, len(raw_actions) - JUMP_STEPS + 1)
+            if jump[s] and not jump[s - JUMP_STEPS:s].any() and still[s:s + JUMP_STEPS].all()]
+
+
+def calibrate_jump(windows: Sequence[np.ndarray], decode: Callable[[np.ndarray], np.ndarray],
+                   token_px_y: float) -> tuple[np.ndarray, dict[str, float]]:
+    """Token windows [JUMP_STEPS + 1, h, w] starting at clean jump onsets (jump_onsets), `decode` as in
+    calibrate -> (profile [JUMP_STEPS] in tokens per step, fit statistics)."""
+    dy = np.array([M.shifts(decode(w))[:, 1] for w in windows]).reshape(-1, JUMP_STEPS)  # [N, J] px
+    prof = fit_jump_profile(dy, token_px_y)
+    return prof, {"onsets": float(len(windows)), "peak_rise_tokens": float(np.cumsum(prof).max())}
+
+
+def jump_step(profile: torch.Tensor, pressed: torch.Tensor, age: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the jump: profile [J] (tokens/step), pressed [B] bool, age [B] (steps since the jump
+    began, -1 on the ground) -> (content shift down this step [B], next age [B]). A press on the ground
+    starts a jump; a held key jumps again on landing, as in the game."""
+    age = torch.where((age < 0) & pressed, torch.zeros_like(age), age)
+    airborne = age >= 0
+    dy = torch.where(airborne, profile[age.clamp(min=0).long()], torch.zeros_like(age))
+    nxt = torch.where(airborne, age + 1, age)
+    return dy, torch.where(nxt >= len(profile), torch.full_like(nxt, -1.0), nxt)
 
 
 def displacement(coef: torch.Tensor, action: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

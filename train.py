@@ -213,7 +213,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, vqvae: Any, vqvae_path: str, vqvae_ident: str,
                  encoding: ActionEncoding, device: torch.device, dist: Dist = Dist(),
-                 lpips_net: Any = None, motion_coef: np.ndarray | None = None) -> None:
+                 lpips_net: Any = None, motion_coef: np.ndarray | None = None,
+                 jump_profile: np.ndarray | None = None) -> None:
         self.cfg, self.device, self.dist, self.encoding = cfg, device, dist, encoding
         self.vqvae = vqvae.to(device).eval()
         for p in self.vqvae.parameters():
@@ -221,7 +222,7 @@ class Trainer:
         self.vqvae_path, self.vqvae_ident = vqvae_path, vqvae_ident
         self.model_cfg = WorldModelConfig.from_arch(cfg, codebook_size=vqvae.codebook_size,
                                                     code_dim=vqvae.code_dim, grid=tuple(vqvae.grid),
-                                                    motion_coef=motion_coef)
+                                                    motion_coef=motion_coef, jump_profile=jump_profile)
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(self.model_cfg, codebook=vqvae.codebook).to(device)
         if lpips_net is None and cfg.w_lpips > 0:
@@ -407,7 +408,8 @@ class Trainer:
                                 f"({self.vqvae_ident})")
         self.model.load_state_dict(rec["model"], strict=True)
         self.optimizer.load_state_dict(rec["optimizer"])
-        self.scaler.load_state_dict(rec["scaler"])
+        if rec["scaler"]:  # empty from a run without a scaler (bf16 or fp32), e.g. an A100 run resumed on a P100
+            self.scaler.load_state_dict(rec["scaler"])
         self.step = int(rec["step"])
         self.brake = BrakeState.from_dict(rec["brake"])
         self.bad_streak = int(rec["bad_streak"])
@@ -448,10 +450,11 @@ def _loader(dataset: Any, sampler: Any, workers: int, device: torch.device):
 
 
 def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncoding, vqvae: Any,
-                     verbose: bool) -> np.ndarray:
+                     verbose: bool) -> tuple[np.ndarray, np.ndarray]:
     """The motion path's coefficients [3, 15] (motion.calibrate) from `cfg.motion_pairs` transitions of the
-    training files, drawn with cfg.seed, decoded by the VQ-VAE."""
-    from dataset import TokenWindowDataset
+    training files, drawn with cfg.seed, and the jump's profile [motion.JUMP_STEPS] (motion.calibrate_jump)
+    from up to as many clean jump onsets, each decoded by the VQ-VAE."""
+    from dataset import TokenWindowDataset, open_shard
 
     pairs_ds = TokenWindowDataset(cfg.data, 2, encoding, files=files)
     rng = np.random.default_rng(cfg.seed)
@@ -467,16 +470,25 @@ def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncodin
                                for i in range(0, len(tokens), 64)])
 
     gh, gw = vqvae.grid
-    coef, stats = motion.calibrate(pairs, decode, (vqvae.cfg.frame_width / gw, vqvae.cfg.frame_height / gh),
-                                   lambda e: bool((e[walk] >= 0.5).any()))
+    token_px = (vqvae.cfg.frame_width / gw, vqvae.cfg.frame_height / gh)
+    coef, stats = motion.calibrate(pairs, decode, token_px, lambda e: bool((e[walk] >= 0.5).any()))
+    windows = []
+    for f in files:
+        shard = open_shard(Path(cfg.data) / f)
+        windows += [np.asarray(shard["tokens"][s:s + motion.JUMP_STEPS + 1]).astype(np.int64)
+                    for s in motion.jump_onsets(np.asarray(shard["actions"]))]
+    if len(windows) > cfg.motion_pairs:
+        windows = [windows[int(i)] for i in rng.choice(len(windows), size=cfg.motion_pairs, replace=False)]
+    jump, jstats = motion.calibrate_jump(windows, decode, token_px[1])
     if verbose:
         yaw = coef[:2] @ encoding.encode(make_raw(yaw_deg=4.0))
         pitch = coef[:2] @ encoding.encode(make_raw(pitch_deg=3.0))
         zoom = coef[2] @ encoding.encode(make_raw(forward=1.0))
         print(f"motion calibration on {len(pairs)} transitions: yaw +4 deg moves the picture "
               f"{yaw[0]:+.2f} tokens, pitch +3 deg {pitch[1]:+.2f} tokens, W zooms {zoom:+.3f} per step "
-              f"(median error {stats['median_abs_error_px']:.2f} px)", file=sys.stderr)
-    return coef
+              f"(median error {stats['median_abs_error_px']:.2f} px); a jump rises "
+              f"{jstats['peak_rise_tokens']:.2f} tokens at its peak ({len(windows)} onsets)", file=sys.stderr)
+    return coef, jump
 
 
 def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", dict[str, float]], None] | None = None
@@ -520,13 +532,13 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
         if rec is None:
             raise TrainingError(f"{files.ckpt_dir}: no readable training state to resume from")
     if rec is not None:  # the motion calibration is part of the model: a resumed run keeps its own
-        coef = rec["model_config"].get("motion_coef")
+        coef, jump = rec["model_config"].get("motion_coef"), rec["model_config"].get("jump_profile")
     elif cfg.copy_prior > 0:
-        coef = calibrate_motion(cfg, train_files, encoding, vqvae, dist.main)
+        coef, jump = calibrate_motion(cfg, train_files, encoding, vqvae, dist.main)
     else:
-        coef = None
+        coef = jump = None
     trainer = Trainer(cfg, vqvae, cfg.vqvae, ident, encoding, device, dist, lpips_net=lpips_net,
-                      motion_coef=coef)
+                      motion_coef=coef, jump_profile=jump)
     run_id = f"{files.root.name}-{int(time.time())}"
     if rec is not None:
         trainer.load_state_dict(rec, path)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import motion
-from actions import ENC_DIM, ActionEncoding, make_raw
+from actions import ENC_DIM, RAW, RAW_DIM, ActionEncoding, make_raw
 from model_convGru import WorldModel, WorldModelConfig
 
 ENC = ActionEncoding()
@@ -190,3 +190,50 @@ def test_fit_zeroes_coefficients_too_small_to_be_motion():
     np.testing.assert_allclose(coef[:2] @ ENC.encode(make_raw(yaw_deg=4.0)), [-0.9, 0.0], atol=0.02)
     assert coef[2, 8] == pytest.approx(0.01, abs=1e-3) and coef[2, :8].tolist() == [0.0] * 8
 
+
+
+def test_jump_profile_fit_ignores_outliers_and_returns_to_the_ground():
+    rng = np.random.default_rng(0)
+    true_px = np.array([1.5, 1.0, 0.8, 0.4, 0.0, -0.4, -0.8, -1.0, -1.5, 0.0])  # rises 3.7 px, lands
+    dy = true_px + rng.normal(scale=0.3, size=(40, motion.JUMP_STEPS))
+    dy[:4] = 30.0  # a few swims or walls
+    prof = motion.fit_jump_profile(dy, token_px_y=4.0)
+    np.testing.assert_allclose(prof, true_px / 4.0, atol=0.12)
+    assert abs(prof.sum()) < 1e-9 and np.cumsum(prof).max() > 0.7
+    assert not motion.fit_jump_profile(dy[:motion.MIN_JUMPS - 1], 4.0).any()  # too few onsets
+    assert not motion.fit_jump_profile(dy * 0.05, 4.0).any()  # no measurable rise
+
+
+def test_jump_onsets_are_presses_from_the_ground_with_a_still_pitch():
+    raw = np.zeros((60, RAW_DIM), np.float32)
+    raw[12:30, RAW["jump"]] = 1.0  # jump held: one onset at 12 (the re-jumps while held are not clean)
+    raw[44, RAW["jump"]] = 1.0
+    raw[46, RAW["pitch_deg"]] = 3.0  # pitch moves inside the second jump's window: not clean
+    assert motion.jump_onsets(raw) == [12]
+
+
+def test_a_jump_moves_the_view_down_and_back_and_held_jumps_repeat():
+    profile = torch.tensor([0.5, 0.3, 0.2, 0.0, 0.0, 0.0, -0.2, -0.3, -0.5, 0.0])
+    pressed = torch.tensor([True] + [False] * 11)
+    age, rise = torch.tensor([-1.0]), []
+    for p in pressed:
+        dy, age = motion.jump_step(profile, p[None], age)
+        rise.append(float(dy))
+    np.testing.assert_allclose(rise, profile.tolist() + [0.0, 0.0])
+    age, starts = torch.tensor([-1.0]), 0
+    for _ in range(25):  # held: a new jump starts on every landing
+        starts += int(age.item() < 0)
+        _, age = motion.jump_step(profile, torch.tensor([True]), age)
+    assert starts == 3
+    cfg = WorldModelConfig(embed_dim=8, hidden_dim=8, num_layers=1, kernel_size=3, film_hidden=8, head_dim=8,
+                           attn_ctx=0, idm_hidden=8, codebook_size=64, code_dim=4, grid_h=GRID[0],
+                           grid_w=GRID[1], copy_prior=1.0, motion_coef=tuple(np.zeros(3 * ENC_DIM)),
+                           jump_profile=tuple(profile.tolist()))
+    model = WorldModel(cfg)
+    tokens, state = torch.arange(48).view(1, *GRID), model.init_state(1)
+    rows = []
+    for i in range(10):
+        warped, _, state = model.warp(tokens, enc(jump=float(i == 0)), state)
+        rows.append(int((warped[0, :, 0] == 8 * 2).nonzero()[0]) - 2)  # where row 2's content is now
+        tokens = warped
+    assert max(rows) == 1 and rows[-1] == 0  # one token down at the peak, back on landing
