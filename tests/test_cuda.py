@@ -218,3 +218,20 @@ def test_cuda_resolves_to_an_indexed_device(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert devices.resolve_device("cuda") == torch.device("cuda:1")
     assert devices.resolve_device("cuda:0") == torch.device("cuda:0")
+
+
+def test_a_bf16_run_resumes_with_fp16_and_a_gradscaler(data, tmp_path):
+    """A run started where bf16 exists (no scaler: its saved state is empty) resumes where only fp16 does
+    (a P100), and the other way round."""
+    bf16 = trainer_on(data, "cpu", "--amp-dtype", "bf16")
+    batch = batch_from_data(data, bf16.cfg.seq_len)
+    bf16.train_step(batch)
+    rec = bf16.state_dict({"position": 0}, {})
+    fp16 = trainer_on(data, "cpu", "--amp-dtype", "fp16")
+    fp16.load_state_dict(rec, tmp_path / "state.pt")
+    assert fp16.step == 1 and fp16.scaler.is_enabled()
+    m = fp16.train_step(batch)
+    assert np.isfinite(m["loss"]) and m["grad/scale"] > 0
+    back = trainer_on(data, "cpu", "--amp-dtype", "bf16")
+    back.load_state_dict(fp16.state_dict({"position": 0}, {}), tmp_path / "state.pt")
+    assert back.step == 2 and not back.scaler.is_enabled()
