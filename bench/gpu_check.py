@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -197,7 +198,8 @@ class Check:
                 raise StageError(f"{name}: the --budget-s of {self.cfg.budget_s:.0f} s was spent before it")
             rec = {"status": "passed", "figures": fn()}
         except Exception as e:  # any failure is this stage's result; the next stage still runs
-            msg = str(e) if isinstance(e, StageError) else f"{type(e).__name__}: {e}"
+            # a bug in the stage itself (not a failed command) keeps its traceback for the session reading it
+            msg = str(e) if isinstance(e, StageError) else f"{type(e).__name__}: {e}\n{_tail(traceback.format_exc())}"
             rec = {"status": "failed", "error": msg}
         rec["seconds"] = round(time.monotonic() - t, 1)
         self.stages[name] = rec

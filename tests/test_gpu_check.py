@@ -60,14 +60,18 @@ def test_a_failing_stage_is_recorded_and_the_next_one_runs(tmp_path):
         raise gpu_check.StageError("data: exit status 1; see data.log\nTraceback ...")
 
     check.record("data", broken)
+    check.record("ddp", lambda: {}["backend"])  # a bug in a stage, not a failed command
     check.record("live", lambda: {"tiny": {"fps": 10.0, "tick_ms_median": 100.0, "tick_ms_p95": 120.0,
                                            "model_step_ms": 50.0, "vq_decode_ms": 40.0, "display_ms": 1.0,
                                            "device": "cpu"}})
     r = check.result()
-    assert not r["passed"] and r["failed_stages"] == ["data"]
+    assert not r["passed"] and r["failed_stages"] == ["data", "ddp"]
+    ddp_error = r["stages"]["ddp"]["error"]
+    assert ddp_error.startswith("KeyError: 'backend'\n") and "Traceback" in ddp_error
     assert r["stages"]["data"]["status"] == "failed" and r["stages"]["live"]["status"] == "passed"
     text = gpu_check.markdown(r)
-    assert "FAILED: data" in text and "| data | failed |" in text and "data: exit status 1; see data.log |" in text
+    assert "FAILED: data, ddp" in text and "| data | failed |" in text and "data: exit status 1; see data.log |" in text
+    assert "| ddp | failed | " in text and "KeyError: 'backend' |" in text
 
 
 @pytest.mark.parametrize("args, message", [(["--budget-s", "0"], "--budget-s must be > 0"),
