@@ -9,9 +9,9 @@ clock and writes DIR/video/seed_K_part_i.mp4 (H.264) and DIR/metadata/seed_K_par
 `actions` is the action that produced frame i (entry 0 a no-op): the keys held and the camera turn that
 frame i shows, with the engine's pos/yaw/pitch at frame i (the commanded turns are in
 `minetest.commanded_camera_deg`).
-A Lua mod (minetest_recorder/mod) logs the engine's pose every server step; the recorder checks every
-action against it and stores the episode's report (late or duplicated frames, camera and key fidelity,
-speeds) in the JSON's `minetest.report`. A failed episode is discarded and reported; the others go on.
+Two Lua mods (minetest_recorder/mod) log the engine's pose every server step and every client frame; the
+recorder checks every action against them and stores the episode's report (late grabs, stale frames,
+camera and key fidelity, speeds) in the JSON's `minetest.report`. A failed episode is discarded and reported; the others go on.
 Needs `apt-get install -y minetest xvfb`.
 """
 from __future__ import annotations

@@ -240,9 +240,6 @@ class Session:
             pending.extend(win.query_tree().children)
         return None
 
-    def client_pid(self) -> int | None:
-        return self.procs[1].pid if len(self.procs) > 1 else None
-
     def check_alive(self) -> None:
         names = ("Xvfb", "minetest")
         for name, p in zip(names, self.procs):
@@ -264,11 +261,17 @@ class Session:
             except Exception:  # the X server may already be gone; the group kill below is what matters
                 pass
             self.display = None
-        if self.pgid is None:
-            return
+        if self.pgid is not None:
+            self._kill_group(self.pgid)
+            self.pgid = None
+        for f in self._logs:
+            f.close()
+        self._logs = []
+
+    def _kill_group(self, pgid: int) -> None:
         for sig, wait_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
             try:
-                os.killpg(self.pgid, sig)
+                os.killpg(pgid, sig)
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + wait_s
@@ -278,9 +281,6 @@ class Session:
                 break
         for p in self.procs:
             p.wait()
-        for f in self._logs:
-            f.close()
-        self.pgid = None
 
     # ------------------------------------------------------------------ input and frames
     def set_keys(self, held: set[str]) -> None:
