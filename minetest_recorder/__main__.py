@@ -263,11 +263,12 @@ def _summary_line(r: dict[str, Any]) -> str:
         return f"FAILED {r['name']}: {r['error']}"
     rep = r["report"]
     sp = rep["median_speed_blocks_per_s"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    # Percentages over no steps (an episode without camera steps) are NaN, stored as null.
+    fmt = lambda v, spec=".2f": "n/a" if v is None else format(v, spec)  # noqa: E731
     return (f"{r['name']} ({r['biome']}): {rep['frames']} frames = {rep['actions']} actions, "
             f"client {rep['client_fps']:.1f} fps, late {rep['late_frames']}, stale {rep['stale_frames']} "
-            f"({rep['dropped_or_duplicated_pct']:.1f}%), camera {rep['camera_match_pct']:.1f}% of "
-            f"{rep['camera_steps']} steps within 0.5 deg, keys {rep['keys_match_pct']:.1f}%, "
+            f"({rep['dropped_or_duplicated_pct']:.1f}%), camera {fmt(rep['camera_match_pct'], '.1f')}% of "
+            f"{rep['camera_steps']} steps within 0.5 deg, keys {fmt(rep['keys_match_pct'], '.1f')}%, "
             f"walk {fmt(sp['walk'])} sprint {fmt(sp['sprint'])} sneak {fmt(sp['sneak'])} blocks/s, "
             f"turn total off by {rep['camera_total_error_deg']:.2f} deg, {r['seconds']:.1f} s")
 

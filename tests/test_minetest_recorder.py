@@ -17,7 +17,7 @@ import pytest
 
 import video_io
 from actions import from_gamefactory
-from minetest_recorder.__main__ import main
+from minetest_recorder.__main__ import _summary_line, main
 from minetest_recorder.game import find_binary
 from sources import discover, load_alignment
 
@@ -201,3 +201,13 @@ def test_unknown_option_is_an_error(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["--out", str(tmp_path), "--frobnicate", "1"])
     assert e.value.code == 2
+
+
+def test_summary_line_without_camera_steps():
+    """A short episode may hold no camera step: its percentages are null in the JSON, n/a in the line."""
+    report = {"frames": 32, "actions": 32, "client_fps": 60.0, "late_frames": 0, "stale_frames": 0,
+              "dropped_or_duplicated_pct": 0.0, "camera_match_pct": None, "camera_steps": 0, "keys_match_pct": 100.0,
+              "median_speed_blocks_per_s": {"walk": None, "sprint": None, "sneak": None, "still": 0.0},
+              "camera_total_error_deg": 0.0}
+    line = _summary_line({"name": "seed_0_part_0", "biome": "taiga", "seconds": 9.0, "report": report})
+    assert "camera n/a% of 0 steps" in line
