@@ -270,6 +270,7 @@ def _summary_line(r: dict[str, Any]) -> str:
             f"({rep['dropped_or_duplicated_pct']:.1f}%), camera {fmt(rep['camera_match_pct'], '.1f')}% of "
             f"{rep['camera_steps']} steps within 0.5 deg, keys {fmt(rep['keys_match_pct'], '.1f')}%, "
             f"walk {fmt(sp['walk'])} sprint {fmt(sp['sprint'])} sneak {fmt(sp['sneak'])} blocks/s, "
+            f"jump rise {fmt(rep.get('median_jump_rise_blocks'))} blocks, "
             f"turn total off by {rep['camera_total_error_deg']:.2f} deg, {r['seconds']:.1f} s")
 
 

@@ -118,6 +118,24 @@ def _pct(x: np.ndarray) -> float:
     return 100.0 * float(x.mean()) if len(x) else math.nan
 
 
+JUMP_WINDOW_S = 0.8
+"""Seconds after a jump press over which the rise is measured (a Minetest jump lands within ~0.7 s)."""
+
+
+def jump_rises(server: ServerLog, grab_t: np.ndarray, raw: np.ndarray, dt: float) -> np.ndarray:
+    """Peak rise in blocks after each press of jump on land (raw [n, 9]: action i produced frame i, grabbed
+    at grab_t[i]), from the server's positions: from the last step before the press to the highest within
+    JUMP_WINDOW_S. Presses in water (swimming) are left out."""
+    jump = raw[:, RAW["jump"]] >= 0.5
+    rises = []
+    for i in np.flatnonzero(jump[1:] & ~jump[:-1]) + 1:
+        a, b = index_at(server.track.t, np.array([grab_t[i] - dt, grab_t[i] + JUMP_WINDOW_S]))
+        if b > a and not server.wet[a:b + 1].any():
+            y = server.track.pos[a:b + 1, 1]
+            rises.append(float(y.max() - y[0]))
+    return np.array(rises)
+
+
 def verify(client: Track, server: ServerLog, grab_t: np.ndarray, due_t: np.ndarray, raw: np.ndarray,
            same_frame: np.ndarray, dt: float) -> dict[str, Any]:
     """The episode's report: timing (late grabs, stale frames), camera and key fidelity, speeds; and
@@ -173,5 +191,6 @@ def verify(client: Track, server: ServerLog, grab_t: np.ndarray, due_t: np.ndarr
         "camera_total_error_deg": total_error,
         "keys_match_pct": _pct(keys_ok(server_delay)),
         "median_speed_blocks_per_s": speeds,
+        "median_jump_rise_blocks": _median(jump_rises(server, grab_t, raw, dt)),
         "pose_index": j,
     }

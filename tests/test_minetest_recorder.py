@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import video_io
-from actions import from_gamefactory
+from actions import RAW, from_gamefactory
 from minetest_recorder.__main__ import _summary_line, main
 from minetest_recorder.game import find_binary
 from sources import discover, load_alignment
@@ -211,3 +211,21 @@ def test_summary_line_without_camera_steps():
               "camera_total_error_deg": 0.0}
     line = _summary_line({"name": "seed_0_part_0", "biome": "taiga", "seconds": 9.0, "report": report})
     assert "camera n/a% of 0 steps" in line
+
+
+def test_jump_rise_is_measured_on_land_from_the_server_positions():
+    from minetest_recorder.poselog import ServerLog, Track, jump_rises
+
+    dt, n = 1 / 16, 40
+    t = np.arange(0, 3.0, 0.025)  # server steps
+    y = np.full_like(t, 10.0)
+    hop = (t >= 0.5) & (t < 1.1)  # a 1.2-block parabola after the press at frame 8 (0.5 s)
+    y[hop] += 1.2 * (1 - ((t[hop] - 0.8) / 0.3) ** 2)
+    wet = t >= 1.8  # the second press is a swim
+    server = ServerLog(Track(t, np.stack([np.zeros_like(t), y, np.zeros_like(t)], 1), np.zeros_like(t),
+                             np.zeros_like(t)), np.zeros((len(t), 7), bool), wet, ["x"] * len(t))
+    raw = np.zeros((n, 9), np.float32)
+    raw[8:12, RAW["jump"]] = 1.0
+    raw[32, RAW["jump"]] = 1.0
+    rises = jump_rises(server, np.arange(n) * dt, raw, dt)
+    assert rises.shape == (1,) and rises[0] == pytest.approx(1.2, abs=0.02)
