@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 DEMO_DIR ?= runs/demo
+DATA ?= blockworld
 
 .PHONY: venv test demo play bench gpu-check clean-demo
 
@@ -23,7 +24,7 @@ test: venv
 	$(PY) -m pytest -q tests
 
 demo: venv
-	bash scripts/demo.sh $(DEMO_DIR)
+	DATA=$(DATA) bash scripts/demo.sh $(DEMO_DIR)
 
 # The live window on the shipped model (checkpoints/blockworld_laptop); PLAY_ARGS adds options.
 play: venv
