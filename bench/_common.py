@@ -2,13 +2,26 @@
 leading underscore keeps bench.run_all from running it as a benchmark."""
 from __future__ import annotations
 
+import platform
 import time
 import weakref
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from devices import sync
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def times_ms(fn: Callable[[], Any], repeats: int, device: torch.device, warmup: int = 3) -> list[float]:

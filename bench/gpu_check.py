@@ -221,9 +221,11 @@ class Check:
     def stage_env(self) -> dict[str, Any]:
         import torch
 
+        from bench._common import cpu_name
+
         out: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                                "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-                               "platform": platform.platform(), "cpus": os.cpu_count(), "cpu": _cpu_name()}
+                               "platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_name()}
         if self.cfg.device == "cpu":
             out["device_name"] = f"{out['cpus']}-core CPU ({out['cpu']}), no GPU"
             return out
@@ -509,16 +511,6 @@ def _state_step(path: Path) -> int:
 def _metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ----------------------------------------------------------------------------- the BENCHMARKS.md section

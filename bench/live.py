@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench._common import cpu_name  # noqa: E402
 from config import main_config, to_dict  # noqa: E402
 
 
@@ -90,16 +90,6 @@ def write_random_checkpoints(out_dir: str | Path, wm_cfg: Any, vq_cfg: Any, seed
     save_world_model(wm_path, model, encoding=ActionEncoding(), vqvae_path=str(vq_path), vqvae_identity=identity,
                      train_config={"random_init": True, "seed": seed}, step=0)
     return wm_path, vq_path
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def bench_preset(name: str, cfg: LiveBenchConfig, threads: int) -> dict[str, Any]:
@@ -169,7 +159,7 @@ def bench_preset(name: str, cfg: LiveBenchConfig, threads: int) -> dict[str, Any
 def main() -> None:
     cfg = main_config(LiveBenchConfig)
     results = {
-        "bench": "live", "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": _cpu_name(), "cores": os.cpu_count(),
+        "bench": "live", "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(), "cores": os.cpu_count(),
         "torch": torch.__version__, "weights": "random init at preset sizes",
         "note": "machine shared with other jobs; medians over the measured ticks",
         "results": [],

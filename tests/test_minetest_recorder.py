@@ -69,6 +69,12 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def wait_for_player(out: Path) -> None:
+    """Until the first episode's player has joined its world (the server mod's log exists)."""
+    pose_log = out / ".recording" / "seed_0_part_0" / "world" / "ochre_pose.log"
+    wait_for(pose_log.exists, 120, "the first episode's player to join")
+
+
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     out = tmp_path_factory.mktemp("minetest")
@@ -135,8 +141,7 @@ def test_preprocess_reads_the_recording(recorded, tmp_path):
 def test_client_crash_discards_the_episode_and_the_next_goes_on(tmp_path):
     tag = uuid.uuid4().hex
     p = start_recorder(tmp_path, tag, "--episodes", "2")
-    pose_log = tmp_path / ".recording" / "seed_0_part_0" / "world" / "ochre_pose.log"
-    wait_for(pose_log.exists, 120, "the first episode's player to join")
+    wait_for_player(tmp_path)
     clients = [line.split(":")[0] for line in tagged_processes(tag) if "minetest --go" in line]
     assert len(clients) == 1
     os.kill(int(clients[0]), signal.SIGKILL)
@@ -154,8 +159,7 @@ def test_client_crash_discards_the_episode_and_the_next_goes_on(tmp_path):
 def test_ctrl_c_tears_the_game_down(tmp_path):
     tag = uuid.uuid4().hex
     p = start_recorder(tmp_path, tag, "--episodes", "1")
-    pose_log = tmp_path / ".recording" / "seed_0_part_0" / "world" / "ochre_pose.log"
-    wait_for(pose_log.exists, 120, "the player to join")
+    wait_for_player(tmp_path)
     os.kill(p.pid, signal.SIGINT)
     _, stderr = p.communicate(timeout=60)
     assert p.returncode == 130 and "interrupted" in stderr
