@@ -347,3 +347,26 @@ def test_consistency_terms_wait_for_their_start_step_and_use_the_chosen_frames()
     # the re-encoding term reaches the decoder only when asked to
     reenc.backward()
     assert all(p.grad is None for p in m.decoder.parameters())
+
+
+def test_dithered_forward_feeds_the_decoder_noisy_latents_within_half_a_step():
+    torch.manual_seed(0)
+    m = VQVAE(FSQ)
+    x = m.preprocess(make_frames(2))
+    rec, idx, commit, _ = m(x)
+    seen = []
+    hook = m.decoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    rec_a, idx_a, commit_a, _ = vq_train.dithered_forward(m, x)
+    rec_b, _, _, _ = vq_train.dithered_forward(m, x)
+    hook.remove()
+    assert torch.equal(idx_a, idx) and torch.equal(commit_a, commit)  # same codes and commitment term
+    assert not torch.equal(rec_a, rec_b)  # a fresh draw each call
+    zb = m.quantizer.bounded(m.encoder(x)).detach()
+    half_step = 0.5 / m.quantizer._half_width.view(1, -1, 1, 1)
+    offset = (seen[0] - zb).abs()
+    assert (offset <= half_step + 1e-6).all() and offset.mean() > 0.2 * half_step.mean()
+    # the decoder sees the latents themselves, not a copy of the rounded codes: gradients reach the encoder
+    vq_train.dithered_forward(m, x)[0].square().mean().backward()
+    assert all(p.grad is not None for p in m.encoder.parameters())
+    with pytest.raises(SystemExit):  # only a lattice has a step to dither by
+        vq_train.main(["--data", "x", "--preset", "tiny", "--fsq-dither-steps", "5"])
