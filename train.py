@@ -37,6 +37,7 @@ import ckpt_io
 import config as config_mod
 import motion
 import train_diagnostics
+import video_io
 from actions import ENC_FIELDS, ActionEncoding, make_raw
 from compat import check_compatible, shards_side, vqvae_side
 from curriculum import BrakeState, CurriculumConfig, brake_update, check_window, initial_brake, lr_factor
@@ -449,18 +450,47 @@ def _loader(dataset: Any, sampler: Any, workers: int, device: torch.device):
                       persistent_workers=workers > 0)
 
 
+def source_frame_pairs(root: Path, entries: dict[str, dict[str, Any]], items: list[dict[str, Any]],
+                       size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """The frames (uint8 [H, W, 3] twice, resized as preprocess.py resized them) of each 2-frame window in
+    `items` (TokenWindowDataset items) from the source video its shard's manifest entry names, at the
+    shard's frame_index; None where that video is gone or unreadable."""
+    from dataset import open_shard
+    from sources import SourceError, count_frames, decode_kept
+
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(items)
+    by_file: dict[str, list[int]] = {}
+    for k, it in enumerate(items):
+        by_file.setdefault(it["file"], []).append(k)
+    for f, ks in by_file.items():
+        video = entries[f].get("video")
+        if not video or not Path(video).is_file():
+            continue
+        index = np.asarray(open_shard(root / f)["frame_index"])
+        want = {k: (int(index[items[k]["start"]]), int(index[items[k]["start"] + 1])) for k in ks}
+        frames_at = sorted({i for pair in want.values() for i in pair})
+        try:
+            got = np.concatenate(list(decode_kept(video, np.asarray(frames_at), size, count_frames(video))))
+        except (OSError, SourceError, video_io.VideoError, IndexError):
+            continue
+        pos = {i: n for n, i in enumerate(frames_at)}
+        for k, (a, b) in want.items():
+            out[k] = (got[pos[a]], got[pos[b]])
+    return out
+
+
 def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncoding, vqvae: Any,
                      verbose: bool) -> tuple[np.ndarray, np.ndarray]:
     """The motion path's coefficients [3, 15] (motion.calibrate) from `cfg.motion_pairs` transitions of the
-    training files, drawn with cfg.seed, and the jump's profile [motion.JUMP_STEPS] (motion.calibrate_jump)
-    from up to as many clean jump onsets, each decoded by the VQ-VAE."""
+    training files, drawn with cfg.seed, measured on the source video where the manifest's file is still
+    there (else on the VQ-VAE's decoding of the tokens), and the jump's profile [motion.JUMP_STEPS]
+    (motion.calibrate_jump) from up to as many clean jump onsets, each decoded by the VQ-VAE."""
     from dataset import TokenWindowDataset, open_shard
 
     pairs_ds = TokenWindowDataset(cfg.data, 2, encoding, files=files)
     rng = np.random.default_rng(cfg.seed)
     idx = rng.choice(len(pairs_ds), size=min(cfg.motion_pairs, len(pairs_ds)), replace=False)
     items = [pairs_ds[int(i)] for i in idx]
-    pairs = [(it["tokens"][0].numpy(), it["tokens"][1].numpy(), it["actions"][0].numpy()) for it in items]
     walk = [ENC_FIELDS.index("W"), ENC_FIELDS.index("S")]
 
     @torch.no_grad()
@@ -471,7 +501,14 @@ def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncodin
 
     gh, gw = vqvae.grid
     token_px = (vqvae.cfg.frame_width / gw, vqvae.cfg.frame_height / gh)
-    coef, stats = motion.calibrate(pairs, decode, token_px, lambda e: bool((e[walk] >= 0.5).any()))
+    source = source_frame_pairs(Path(cfg.data), {e["file"]: e for e in pairs_ds.entries}, items,
+                                (vqvae.cfg.frame_width, vqvae.cfg.frame_height))
+    decoded = decode(np.stack([it["tokens"][:2].numpy() for it in items]).reshape(-1, gh, gw))  # [2N, H, W, 3]
+    fa = np.stack([s[0] if s is not None else decoded[2 * k] for k, s in enumerate(source)])
+    fb = np.stack([s[1] if s is not None else decoded[2 * k + 1] for k, s in enumerate(source)])
+    enc = np.stack([it["actions"][0].numpy() for it in items])
+    coef, stats = motion.calibrate(fa, fb, enc, token_px, lambda e: bool((e[walk] >= 0.5).any()))
+    on_video = sum(s is not None for s in source)
     windows = []
     for f in files:
         shard = open_shard(Path(cfg.data) / f)
@@ -484,7 +521,8 @@ def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncodin
         yaw = coef[:2] @ encoding.encode(make_raw(yaw_deg=4.0))
         pitch = coef[:2] @ encoding.encode(make_raw(pitch_deg=3.0))
         zoom = coef[2] @ encoding.encode(make_raw(forward=1.0))
-        print(f"motion calibration on {len(pairs)} transitions: yaw +4 deg moves the picture "
+        print(f"motion calibration on {len(items)} transitions ({on_video} from the source video, the rest "
+              f"decoded from tokens): yaw +4 deg moves the picture "
               f"{yaw[0]:+.2f} tokens, pitch +3 deg {pitch[1]:+.2f} tokens, W zooms {zoom:+.3f} per step "
               f"(median error {stats['median_abs_error_px']:.2f} px); a jump rises "
               f"{jstats['peak_rise_tokens']:.2f} tokens at its peak ({len(windows)} onsets)", file=sys.stderr)

@@ -138,7 +138,9 @@ def test_tiny_model_on_a_synthetic_world_moves_its_output_the_way_the_action_say
     for _ in range(12):
         fr, ac = episode(world, rng, 10)
         pairs += [(fr[i], fr[i + 1], ac[i]) for i in range(10)]
-    coef, stats = motion.calibrate(pairs, decoder(patterns), (TOKEN_PX, TOKEN_PX), lambda e: False)
+    decode = decoder(patterns)
+    coef, stats = motion.calibrate(decode(np.stack([p[0] for p in pairs])), decode(np.stack([p[1] for p in pairs])),
+                                   np.stack([p[2] for p in pairs]), (TOKEN_PX, TOKEN_PX), lambda e: False)
     # A right turn moves the content one token left (4 degrees -> -1 token): -0.25 tokens per degree.
     yaw_right = coef[:2] @ ENC.encode(make_raw(yaw_deg=4.0))
     pitch_down = coef[:2] @ ENC.encode(make_raw(pitch_deg=3.0))

@@ -406,3 +406,36 @@ def test_cli_main_reports_errors_cleanly(setup, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--preset", "tiny", "--seq-len", "4", "--ar-max-len", "3"])
     assert e.value.code == 2 and "never grows" in capsys.readouterr().err
+
+
+def test_motion_calibration_measures_the_source_video_where_it_still_is(setup, tmp_path):
+    """The tokens of these shards never move (a tokenizer that missed every sub-token motion) while their
+    source video pans 2 px (half a token) per 8-degree turn: calibrated on the video, a turn moves half a
+    token; with the video gone, on the decoded tokens, it moves nothing."""
+    import video_io
+    from vq_vae import load_vqvae
+
+    vq = load_vqvae(setup["vq"])
+    (w, h), (gh, gw), length = GRID_FRAME, vq.grid, 40
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (h // 4, (w + 2 * length) // 4, 3)).astype(np.uint8)
+    scene = video_io.resize(np.kron(coarse, np.ones((4, 4, 1), np.uint8)), (w + 2 * length, h))
+    video = tmp_path / "pan.mp4"
+    video_io.write_mp4(video, [scene[:, 2 * t:2 * t + w] for t in range(length)], fps=16)
+    root = write_shards(tmp_path / "shards", setup["vq"], setup["ident"], n_files=1, length=length)
+    raw = np.zeros((length - 1, RAW_DIM), np.float32)
+    raw[:, RAW["yaw_deg"]] = 8.0
+    with open(root / "ep00.npz", "wb") as fh:
+        np.savez(fh, tokens=np.zeros((length, gh, gw), np.uint16), actions=raw,
+                 frame_index=np.arange(length, dtype=np.int32))
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest[0]["video"] = str(video)
+    atomic_write_json(root / "manifest.json", manifest)
+    cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30")
+    enc = ActionEncoding()
+    turn = enc.encode(np.eye(1, RAW_DIM, RAW["yaw_deg"], dtype=np.float32)[0] * 8.0)
+    coef, _ = train.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)
+    assert (coef[0] @ turn) == pytest.approx(-2.0 / (w / gw), abs=0.1)  # content moves left, half a token
+    video.unlink()
+    coef, _ = train.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)
+    assert coef[0] @ turn == 0.0
