@@ -96,6 +96,10 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     """Camera input: graded (degrees split between bin centres, continuous) or bins (one-hot by edges)."""
     motion_pairs: int = 600
     """Training transitions the motion path is calibrated on before step 0 (with copy_prior > 0)."""
+    motion_frames: Literal["tokens", "video"] = "tokens"
+    """What the calibration measures motion on: the tokenizer's decoding of the shards' tokens, or the source
+    video the manifest names (decoded tokens where it is gone). Decoded frames under-measure sub-token motion
+    (pitch, walking), the video fit over-measures strafing and walking back: README, motion ablation."""
     lr: float = 1e-3
     """Peak learning rate (AdamW)."""
     weight_decay: float = 0.01
@@ -482,8 +486,9 @@ def source_frame_pairs(root: Path, entries: dict[str, dict[str, Any]], items: li
 def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncoding, vqvae: Any,
                      verbose: bool) -> tuple[np.ndarray, np.ndarray]:
     """The motion path's coefficients [3, 15] (motion.calibrate) from `cfg.motion_pairs` transitions of the
-    training files, drawn with cfg.seed, measured on the source video where the manifest's file is still
-    there (else on the VQ-VAE's decoding of the tokens), and the jump's profile [motion.JUMP_STEPS]
+    training files, drawn with cfg.seed, measured on the VQ-VAE's decoding of their tokens or (motion_frames
+    "video") on the source video where the manifest's file is still there, and the jump's profile
+    [motion.JUMP_STEPS]
     (motion.calibrate_jump) from up to as many clean jump onsets, each decoded by the VQ-VAE."""
     from dataset import TokenWindowDataset, open_shard
 
@@ -501,8 +506,10 @@ def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncodin
 
     gh, gw = vqvae.grid
     token_px = (vqvae.cfg.frame_width / gw, vqvae.cfg.frame_height / gh)
-    source = source_frame_pairs(Path(cfg.data), {e["file"]: e for e in pairs_ds.entries}, items,
-                                (vqvae.cfg.frame_width, vqvae.cfg.frame_height))
+    source: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(items)
+    if cfg.motion_frames == "video":
+        source = source_frame_pairs(Path(cfg.data), {e["file"]: e for e in pairs_ds.entries}, items,
+                                    (vqvae.cfg.frame_width, vqvae.cfg.frame_height))
     decoded = decode(np.stack([it["tokens"][:2].numpy() for it in items]).reshape(-1, gh, gw))  # [2N, H, W, 3]
     fa = np.stack([s[0] if s is not None else decoded[2 * k] for k, s in enumerate(source)])
     fb = np.stack([s[1] if s is not None else decoded[2 * k + 1] for k, s in enumerate(source)])
