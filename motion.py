@@ -87,10 +87,10 @@ def fit_coefficients(enc: np.ndarray, shift_px: np.ndarray, expansion: np.ndarra
 def calibrate(fa: np.ndarray, fb: np.ndarray, enc: np.ndarray, token_px: tuple[float, float],
               zoom_when: Callable[[np.ndarray], bool]) -> tuple[np.ndarray, dict[str, float]]:
     """Fit the motion coefficients on transitions: frames uint8 [N, H, W, 3] before (fa) and after (fb)
-    the encoded actions enc [N, 15]. Measure them on the source video where it exists: the tokenizer's
-    decoded frames move less than the picture did (a 3-degree look is 2.8 px, under a token, and the codes
-    partly stay put), which made the demo's pitch 0.72 and its walk 0.37 of the oracle's. `zoom_when(enc)`
-    says whether a transition's zoom is worth measuring (optical flow is slow; only walking zooms).
+    the encoded actions enc [N, 15], from the tokenizer's decoding or the source video (decoded frames
+    move less than the picture did: a 3-degree look is 2.8 px, under a token, and the codes partly stay
+    put; train.py's motion_frames). `zoom_when(enc)` says whether a transition's zoom is worth measuring
+    (optical flow is slow; only walking zooms).
     Returns (coefficients [3, 15], fit statistics)."""
     enc = np.asarray(enc, dtype=np.float64)
     shift = np.array([M.image_shift(fa[i], fb[i]) for i in range(len(enc))])  # [N, 2]

@@ -488,8 +488,8 @@ def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncodin
     """The motion path's coefficients [3, 15] (motion.calibrate) from `cfg.motion_pairs` transitions of the
     training files, drawn with cfg.seed, measured on the VQ-VAE's decoding of their tokens or (motion_frames
     "video") on the source video where the manifest's file is still there, and the jump's profile
-    [motion.JUMP_STEPS]
-    (motion.calibrate_jump) from up to as many clean jump onsets, each decoded by the VQ-VAE."""
+    [motion.JUMP_STEPS] (motion.calibrate_jump) from up to as many clean jump onsets, each decoded by the
+    VQ-VAE."""
     from dataset import TokenWindowDataset, open_shard
 
     pairs_ds = TokenWindowDataset(cfg.data, 2, encoding, files=files)
@@ -510,12 +510,16 @@ def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncodin
     if cfg.motion_frames == "video":
         source = source_frame_pairs(Path(cfg.data), {e["file"]: e for e in pairs_ds.entries}, items,
                                     (vqvae.cfg.frame_width, vqvae.cfg.frame_height))
-    decoded = decode(np.stack([it["tokens"][:2].numpy() for it in items]).reshape(-1, gh, gw))  # [2N, H, W, 3]
-    fa = np.stack([s[0] if s is not None else decoded[2 * k] for k, s in enumerate(source)])
-    fb = np.stack([s[1] if s is not None else decoded[2 * k + 1] for k, s in enumerate(source)])
+    missing = [k for k, s in enumerate(source) if s is None]
+    if missing:  # the pairs the video did not supply, decoded in one pass
+        decoded = decode(np.stack([items[k]["tokens"][:2].numpy() for k in missing]).reshape(-1, gh, gw))
+        for n, k in enumerate(missing):  # decoded: [2 * len(missing), H, W, 3], pairs in order
+            source[k] = (decoded[2 * n], decoded[2 * n + 1])
+    fa = np.stack([s[0] for s in source])
+    fb = np.stack([s[1] for s in source])
     enc = np.stack([it["actions"][0].numpy() for it in items])
+    on_video = len(items) - len(missing)
     coef, stats = motion.calibrate(fa, fb, enc, token_px, lambda e: bool((e[walk] >= 0.5).any()))
-    on_video = sum(s is not None for s in source)
     windows = []
     for f in files:
         shard = open_shard(Path(cfg.data) / f)

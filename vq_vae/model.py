@@ -325,6 +325,14 @@ class FSQuantizer(nn.Module):
             b = torch.tanh(z.float() + shift) * half_l - offset
         return b / self._half_width.view(1, -1, 1, 1)
 
+    def dithered(self, z: torch.Tensor) -> torch.Tensor:
+        """[B, D, h, w] -> the bounded latents plus uniform noise of +-half a lattice step per channel (fp32):
+        the additive-noise stand-in for rounding that training uses while a fresh encoder would round
+        everything to the centre code."""
+        zb = self.bounded(z)
+        step = 1.0 / self._half_width.view(1, -1, 1, 1)  # lattice step per channel, code units
+        return zb + (torch.rand_like(zb) - 0.5) * step
+
     def _round(self, zb: torch.Tensor) -> torch.Tensor:
         """Bounded latents [B, D, h, w] -> integer digits in [0, L) [B, D, h, w] (int64)."""
         hw = self._half_width.view(1, -1, 1, 1)

@@ -222,10 +222,7 @@ def dithered_forward(model: VQVAE, x: torch.Tensor
     channel instead of the rounded codes (FSQ; see VQTrainConfig.fsq_dither_steps). Same outputs."""
     z = model.encoder(x)
     _, idx, commit, stats = model.quantizer(z)
-    zb = model.quantizer.bounded(z)  # [B, D, h, w], fp32
-    step = 1.0 / model.quantizer._half_width.view(1, -1, 1, 1)  # lattice step per channel, code units
-    noisy = zb + (torch.rand_like(zb) - 0.5) * step
-    return model.decoder(noisy.to(z.dtype)), idx, commit, stats
+    return model.decoder(model.quantizer.dithered(z).to(z.dtype)), idx, commit, stats
 
 
 def consistency_terms(model: VQVAE, x: torch.Tensor, rec: torch.Tensor, idx: torch.Tensor,
