@@ -74,6 +74,11 @@ class ModelArchConfig:
     copy_prior: float = 4.0
     """Initial weight (logits, learned) of the motion path's prior: the previous frame warped by the action's
     calibrated motion (motion.py). 0 = no motion path: the earlier FiLM-only design."""
+    entering_prior: float = 4.0
+    """Initial weight (logits, learned, separate from copy_prior) of a prior on the wrapped content where
+    content enters the view (what left on the other side; motion.warp_sources). 0 = none: the network draws
+    entering content from that input alone, and greedy decoding draws the likeliest code, a plain, so a
+    turn fills the view with it (README, "How the model obeys the player")."""
 
 
 @dataclass
@@ -128,6 +133,7 @@ class WorldModelConfig(ModelArchConfig):
             raise ValueError(f"unknown WorldModelConfig keys {sorted(unknown)}")
         kw = dict(d)
         kw.setdefault("copy_prior", 0.0)  # checkpoints from before the motion path had none
+        kw.setdefault("entering_prior", 0.0)  # nor, before it, a prior where content enters
         if "attn_pool" in kw:
             kw["attn_pool"] = tuple(kw["attn_pool"])
         return cls(**kw)
@@ -331,6 +337,8 @@ class WorldModel(nn.Module):
         self.motion = cfg.copy_prior > 0
         if self.motion:
             self.copy_logit = nn.Parameter(torch.tensor(float(cfg.copy_prior)))
+            if cfg.entering_prior > 0:
+                self.enter_logit = nn.Parameter(torch.tensor(float(cfg.entering_prior)))
             coef = torch.tensor(cfg.motion_coef, dtype=torch.float32).view(len(motion.MOTION_ROWS), ENC_DIM)
             # A buffer, so it moves with the model's device; its value is the config's (saved there).
             self.register_buffer("motion_coef", coef, persistent=False)
@@ -464,10 +472,14 @@ class WorldModel(nn.Module):
 
     def add_copy_prior(self, logits: torch.Tensor, warped: torch.Tensor, inside: torch.Tensor | None
                        ) -> torch.Tensor:
-        """logits [B, K, gh, gw] + copy_logit on each position's warped previous code, where it is inside."""
+        """logits [B, K, gh, gw] + copy_logit on each position's warped previous code where it is inside,
+        and enter_logit (if the model has one) where content enters."""
         if inside is None:
             return logits
-        bump = self.copy_logit.to(logits.dtype) * inside[:, None].to(logits.dtype)  # [B, 1, gh, gw]
+        inside = inside[:, None].to(logits.dtype)  # [B, 1, gh, gw]
+        bump = self.copy_logit.to(logits.dtype) * inside
+        if hasattr(self, "enter_logit"):
+            bump = bump + self.enter_logit.to(logits.dtype) * (1 - inside)
         return logits.scatter_add(1, warped[:, None], bump)
 
     def step(self, tokens: torch.Tensor, action: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:

@@ -278,7 +278,7 @@ class Objective:
             alt_logits, _ = w.model.step(inp[sel], alt, select_state(state, sel))
         rows = (sel.nonzero()[:, 0],)
         return (ce_true.index_put(rows, ce[sel]),
-                ce_alt.index_put(rows, token_ce_per_sample(alt_logits, w.tokens[sel, t + 1])))
+                ce_alt.index_put(rows, self.token_ce(alt_logits, w.tokens[sel, t + 1], w.tokens[sel, t])))
 
     def _alt_actions(self, true: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
         """A probe action different from each row of `true` [N, 15], starting at probe index `pick`."""
@@ -336,12 +336,18 @@ class Objective:
             state = model.detach_state(state)
             del lp_items
 
+    def token_ce(self, logits: torch.Tensor, target: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The token CE [B] of logits [B, K, h, w] against target [B, h, w], weighted by change from
+        `previous` [B, h, w] (the true frame before the target). The ranking hinge compares two of these,
+        so both sides must be weighted alike."""
+        weight = change_weight(target, previous, self.cfg.w_changed) if self.cfg.w_changed > 0 else None
+        return token_ce_per_sample(logits, target, weight)
+
     def frame_losses(self, logits: torch.Tensor, target: torch.Tensor, previous: torch.Tensor,
                      noise: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(CE [B], semantic [B], soft embeddings [B, D, h, w]) of one predicted frame; `previous` is the
         true frame before the target (for the change weighting)."""
-        weight = change_weight(target, previous, self.cfg.w_changed) if self.cfg.w_changed > 0 else None
-        ce = token_ce_per_sample(logits, target, weight)
+        ce = self.token_ce(logits, target, previous)
         z = soft_embeddings(gumbel_softmax_probs(logits, tau, noise, self.cfg.gumbel_hard), self.codebook)
         sem = semantic_per_sample(z, self.codebook, target) if self.cfg.w_semantic > 0 else torch.zeros_like(ce)
         return ce, sem, z

@@ -1,6 +1,7 @@
 """model_convGru.py: step vs sequence, bounded FiLM over long unrolls, pathways, heads, VQ-VAE checks."""
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -116,7 +117,9 @@ def test_camera_and_movement_pathways_are_separate():
 
 
 def test_gradients_reach_every_prediction_parameter():
-    cfg = tiny_cfg()
+    coef = np.zeros((3, ENC_DIM))
+    coef[0, 0:5] = [-2.0, -1.0, 0.0, 1.0, 2.0]  # the yaw bins move the view, so content enters it
+    cfg = tiny_cfg(motion_coef=tuple(coef.reshape(-1)))  # [3 * 15] flat, as saved
     model = WorldModel(cfg)
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, cfg.codebook_size, (2, 4, cfg.grid_h, cfg.grid_w), generator=gen)

@@ -239,3 +239,23 @@ def test_a_jump_moves_the_view_down_and_back_and_held_jumps_repeat():
         rows.append(int((warped[0, :, 0] == 8 * 2).nonzero()[0]) - 2)  # where row 2's content is now
         tokens = warped
     assert max(rows) == 1 and rows[-1] == 0  # one token down at the peak, back on landing
+
+
+@pytest.mark.parametrize("entering_prior", [0.0, 3.0])
+def test_entering_content_gets_its_own_prior_on_the_wrapped_code_only_when_asked(entering_prior):
+    cfg = WorldModelConfig(embed_dim=8, hidden_dim=8, num_layers=1, kernel_size=3, film_hidden=8, head_dim=8,
+                           attn_ctx=0, idm_hidden=8, codebook_size=64, code_dim=4, grid_h=GRID[0],
+                           grid_w=GRID[1], copy_prior=2.0, entering_prior=entering_prior,
+                           motion_coef=tuple(coef_for(0.25, 0.0).reshape(-1).tolist()))
+    model = WorldModel(cfg)
+    tokens = torch.arange(48).view(1, *GRID)
+    warped, inside, _ = model.warp(tokens, enc(yaw_deg=4.0), model.init_state(1))
+    assert (~inside).any() and inside.any()  # a one-token turn: one column enters
+    logits = torch.zeros(1, 64, *GRID)
+    bumped = model.add_copy_prior(logits, warped, inside).gather(1, warped[:, None])[:, 0]  # [1, gh, gw]
+    torch.testing.assert_close(bumped[inside], torch.full((int(inside.sum()),), 2.0))
+    torch.testing.assert_close(bumped[~inside], torch.full((int((~inside).sum()),), entering_prior))
+    # Checkpoints written before the option load without it.
+    d = cfg.to_dict()
+    del d["entering_prior"]
+    assert WorldModelConfig.from_dict(d).entering_prior == 0.0
