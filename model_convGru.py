@@ -337,8 +337,8 @@ class WorldModel(nn.Module):
         self.motion = cfg.copy_prior > 0
         if self.motion:
             self.copy_logit = nn.Parameter(torch.tensor(float(cfg.copy_prior)))
-            if cfg.entering_prior > 0:
-                self.enter_logit = nn.Parameter(torch.tensor(float(cfg.entering_prior)))
+            self.enter_logit = (nn.Parameter(torch.tensor(float(cfg.entering_prior))) if cfg.entering_prior > 0
+                                else None)
             coef = torch.tensor(cfg.motion_coef, dtype=torch.float32).view(len(motion.MOTION_ROWS), ENC_DIM)
             # A buffer, so it moves with the model's device; its value is the config's (saved there).
             self.register_buffer("motion_coef", coef, persistent=False)
@@ -473,13 +473,13 @@ class WorldModel(nn.Module):
     def add_copy_prior(self, logits: torch.Tensor, warped: torch.Tensor, inside: torch.Tensor | None
                        ) -> torch.Tensor:
         """logits [B, K, gh, gw] + copy_logit on each position's warped previous code where it is inside,
-        and enter_logit (if the model has one) where content enters."""
+        and enter_logit (unless entering_prior is 0) where content enters."""
         if inside is None:
             return logits
-        inside = inside[:, None].to(logits.dtype)  # [B, 1, gh, gw]
-        bump = self.copy_logit.to(logits.dtype) * inside
-        if hasattr(self, "enter_logit"):
-            bump = bump + self.enter_logit.to(logits.dtype) * (1 - inside)
+        moved = inside[:, None].to(logits.dtype)  # [B, 1, gh, gw]
+        bump = self.copy_logit.to(logits.dtype) * moved
+        if self.enter_logit is not None:
+            bump = bump + self.enter_logit.to(logits.dtype) * (1 - moved)
         return logits.scatter_add(1, warped[:, None], bump)
 
     def step(self, tokens: torch.Tensor, action: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:

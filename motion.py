@@ -179,10 +179,10 @@ def warp_sources(residual: torch.Tensor, disp: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Residual [B, 2, gh, gw] (motion not yet applied) + this step's displacement -> (flat source index
     [B, gh*gw] of every output token, inside [B, gh, gw] (the source lies in the previous frame), new
-    residual). Content moves by whole tokens. A position whose source left the frame gets no copy prior
-    (what enters the view is the network's to draw); as its input it gets the token from the opposite side
-    across the frame's width (what leaves on the left enters on the right: sky stays sky and grass grass,
-    where repeating the edge column draws horizontal streaks over a turn), and the edge row vertically."""
+    residual). Content moves by whole tokens. A position whose source left the frame gets the entering
+    prior instead of the copy prior (WorldModel.add_copy_prior) on the token from the opposite side across
+    the frame's width (what leaves on the left enters on the right: sky stays sky and grass grass, where
+    repeating the edge column draws horizontal streaks over a turn), and on the edge row vertically."""
     b, _, gh, gw = residual.shape
     total = residual + disp
     # The translation (the field's mean) moves every token alike; the zoom's part, which differs per position,
