@@ -34,10 +34,10 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def start_recorder(out: Path, tag: str, *args: str) -> subprocess.Popen:
+def start_recorder(out: Path, tag: str, *args: str, seconds: float = 3) -> subprocess.Popen:
     """The recorder in a subprocess; every process it starts inherits `tag` in its environment, which is
     how leftovers are found."""
-    cmd = [sys.executable, "-m", "minetest_recorder", "--out", str(out), "--seconds", "3", "--seed", "0",
+    cmd = [sys.executable, "-m", "minetest_recorder", "--out", str(out), "--seconds", str(seconds), "--seed", "0",
            "--warmup", "2", "--port", str(free_udp_port()), *args]
     return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, **{TAG: tag}), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -158,7 +158,8 @@ def test_client_crash_discards_the_episode_and_the_next_goes_on(tmp_path):
 @needs_minetest
 def test_ctrl_c_tears_the_game_down(tmp_path):
     tag = uuid.uuid4().hex
-    p = start_recorder(tmp_path, tag, "--episodes", "1")
+    # A 60 s episode: a 3 s one can end before the signal lands when the machine is loaded (it exited 0).
+    p = start_recorder(tmp_path, tag, "--episodes", "1", seconds=60)
     wait_for_player(tmp_path)
     os.kill(p.pid, signal.SIGINT)
     _, stderr = p.communicate(timeout=60)
