@@ -16,14 +16,26 @@ from actions import noop
 
 # ----------------------------------------------------------------------------- predictors
 
+@dataclass
+class Rolled:
+    """A predictor's rollout: tokens [B, N, h, w] (numpy int64) and where each frame is drawn between
+    whole-token moves, offsets [B, N, 2, h, w] (tokens; rollout.decode_tokens), or None to draw the tokens
+    as they lie. Indexing indexes both."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray | None = None
+
+    def __getitem__(self, idx: Any) -> "Rolled":
+        return Rolled(self.tokens[idx], None if self.offsets is None else self.offsets[idx])
+
+
 class Predictor:
     """Something that continues token clips: the world model, or a baseline. Tokens are numpy int64."""
 
     name = "predictor"
 
-    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
-                ) -> np.ndarray:
-        """ctx_tokens [B, C, h, w], ctx_actions [B, C-1, 9], future_actions [B, N, 9] -> [B, N, h, w];
+    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray) -> Rolled:
+        """ctx_tokens [B, C, h, w], ctx_actions [B, C-1, 9], future_actions [B, N, 9] -> Rolled [B, N, ...];
         frame n follows future action n (future_actions[:, 0] acts on the last context frame)."""
         raise NotImplementedError
 
@@ -38,19 +50,21 @@ class ModelPredictor(Predictor):
 
     name = "model"
 
-    def __init__(self, bundle: Any, sampling: Any, batch_size: int) -> None:
-        self.bundle, self.sampling, self.batch_size = bundle, sampling, batch_size
+    def __init__(self, bundle: Any, sampling: Any, batch_size: int, subtoken: bool = False) -> None:
+        self.bundle, self.sampling, self.batch_size, self.subtoken = bundle, sampling, batch_size, subtoken
 
-    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
-                ) -> np.ndarray:
+    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray) -> Rolled:
         from rollout import rollout_batch
 
-        out = []
+        toks, offs = [], []
         for i in range(0, len(ctx_tokens), self.batch_size):
             sl = slice(i, i + self.batch_size)
-            out.append(rollout_batch(self.bundle, ctx_tokens[sl], ctx_actions[sl], future_actions[sl],
-                                     self.sampling).cpu().numpy())
-        return np.concatenate(out)
+            tok, off = rollout_batch(self.bundle, ctx_tokens[sl], ctx_actions[sl], future_actions[sl],
+                                     self.sampling)
+            toks.append(tok.cpu().numpy())
+            if off is not None and self.subtoken:
+                offs.append(off.cpu().numpy())
+        return Rolled(np.concatenate(toks), np.concatenate(offs) if offs else None)
 
     @torch.inference_mode()
     def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:
@@ -79,10 +93,9 @@ class CopyPredictor(Predictor):
 
     name = "copy"
 
-    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
-                ) -> np.ndarray:
+    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray) -> Rolled:
         n = future_actions.shape[1]
-        return np.repeat(ctx_tokens[:, -1:], n, axis=1)
+        return Rolled(np.repeat(ctx_tokens[:, -1:], n, axis=1))
 
     def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:
         return tokens[:, first:-1].copy()
@@ -95,8 +108,7 @@ class ActionOverride(Predictor):
     def __init__(self, inner: Predictor, name: str, future: Callable[[np.ndarray], np.ndarray]) -> None:
         self.inner, self.name, self.future = inner, name, future
 
-    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray
-                ) -> np.ndarray:
+    def rollout(self, ctx_tokens: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray) -> Rolled:
         return self.inner.rollout(ctx_tokens, ctx_actions, self.future(future_actions))
 
     def teacher_forced(self, tokens: np.ndarray, actions: np.ndarray, first: int) -> np.ndarray:

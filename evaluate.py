@@ -47,9 +47,9 @@ import numpy as np
 import torch
 
 import metrics as M
-from eval_inputs import (ActionOverride, Clip, CopyPredictor, ModelPredictor, Predictor, Start, blockworld_starts,
-                         clip_starts, heldout_files, load_clips, max_episode_length, noop_actions,
-                         other_clip_actions)
+from eval_inputs import (ActionOverride, Clip, CopyPredictor, ModelPredictor, Predictor, Rolled, Start,
+                         blockworld_starts, clip_starts, heldout_files, load_clips, max_episode_length,
+                         noop_actions, other_clip_actions)
 from eval_report import (ClipFrames, CounterfactualFrames, SectionFrames, StabilityFrames,
                          log_wandb, plot_controllability, plot_counterfactuals, plot_fidelity, plot_stability,
                          summary_of, write_markdown, write_videos, fmt)
@@ -119,6 +119,11 @@ class EvalConfig:
     """How rollout tokens are drawn from the logits."""
     temperature: float = 1.0
     """Sampling temperature (temperature / topk modes)."""
+    subtoken: bool = False
+    """Draw the model's frames where their content is between whole-token moves (motion.subtoken_shift), as
+    live play does. Off by default: against the tokenizer's reconstruction of the truth, which moves in steps
+    too, it costs fidelity (shipped model, held-out seed: PSNR@1 28.1 against 29.6 dB, LPIPS@16 0.245
+    against 0.232) while the judge reads the motion better (camera 0.66 against 0.56; README)."""
     top_k: int = 0
     """Codes kept per position in topk mode."""
     stability_seconds: float = 60.0
@@ -314,7 +319,7 @@ class Evaluation:
         self.bundle = bundle
         self.device = bundle.device
         self.sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed)
-        self.model = model or ModelPredictor(bundle, self.sampling, cfg.batch_size)
+        self.model = model or ModelPredictor(bundle, self.sampling, cfg.batch_size, cfg.subtoken)
         self.model.name = "model"
         self.predictors: dict[str, Predictor] = {
             "model": self.model,
@@ -336,13 +341,16 @@ class Evaluation:
         except LPIPSWeightsError as e:
             return None, f"LPIPS unavailable: {e}"
 
-    def decode(self, tokens: np.ndarray) -> np.ndarray:
-        """tokens [..., h, w] -> uint8 frames [..., H, W, 3]."""
+    def decode(self, tokens: np.ndarray | Rolled) -> np.ndarray:
+        """tokens [..., h, w] (or a Rolled, drawn at its offsets) -> uint8 frames [..., H, W, 3]."""
         from rollout import decode_tokens
 
-        lead = tokens.shape[:-2]
-        flat = tokens.reshape((-1,) + tokens.shape[-2:])  # [N, h, w]
-        frames = decode_tokens(self.bundle, flat, batch_size=64)
+        rolled = tokens if isinstance(tokens, Rolled) else Rolled(tokens)
+        tok = rolled.tokens
+        lead = tok.shape[:-2]
+        flat = tok.reshape((-1,) + tok.shape[-2:])  # [N, h, w]
+        off = None if rolled.offsets is None else rolled.offsets.reshape((-1,) + rolled.offsets.shape[-3:])
+        frames = decode_tokens(self.bundle, flat, batch_size=64, offsets=off)  # off: [N, 2, h, w]
         return frames.reshape(lead + frames.shape[1:])
 
     def encode(self, frames: np.ndarray) -> np.ndarray:
@@ -371,8 +379,9 @@ class Evaluation:
         per_frame = {name: frame_metrics(f, truth, self.lpips_net, self.device, last_ctx)
                      for name, f in frames.items()}
         fid = fidelity_tables(per_frame, cfg.horizons)
-        fid["token_accuracy_rollout"] = {name: {str(h): M.token_accuracy(t[:, h - 1], truth_tok[:, h - 1])
-                                                for h in cfg.horizons} for name, t in pred_tok.items()}
+        fid["token_accuracy_rollout"] = {
+            name: {str(h): M.token_accuracy(t.tokens[:, h - 1], truth_tok[:, h - 1]) for h in cfg.horizons}
+            for name, t in pred_tok.items()}
         self.timings["fidelity_metrics_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         full_tok = np.stack([cl.tokens[:c + n] for cl in clips])
@@ -499,12 +508,12 @@ class Evaluation:
                 o_tok = self.encode(st.oracle(script))
                 o_f = self.decode(o_tok)
                 idle_o = self.decode(self.encode(st.oracle(np.zeros((n, RAW_DIM), np.float32))))
-                checks = stability_checks(play_tok[i], play_f, o_tok, o_f, None, idle_f, idle_o, last)
+                checks = stability_checks(play_tok.tokens[i], play_f, o_tok, o_f, None, idle_f, idle_o, last)
                 ref = "block-world oracle, same actions (VQ-VAE reconstruction)"
             else:
                 o_f = None
-                checks = stability_checks(play_tok[i], play_f, None, ref_frames, ref_diversity, idle_f, None,
-                                          last)
+                checks = stability_checks(play_tok.tokens[i], play_f, None, ref_frames, ref_diversity, idle_f,
+                                          None, last)
                 ref = "held-out ground-truth clips (dataset statistics; no oracle for these actions)"
             checks["reference"] = ref
             checks["start"] = st.name

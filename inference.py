@@ -76,6 +76,10 @@ class InferenceConfig:
     """auto, cpu or cuda."""
     cpu_threads: int = 0
     """torch CPU threads (0: torch's default). On a busy machine 1 can beat 2: fewer OpenMP barrier stalls."""
+    subtoken: bool = False
+    """Draw each frame where its content is between whole-token moves (the motion the token warp has not
+    applied yet, motion.subtoken_shift), as live play does; off draws the tokens as they lie, as evaluate.py
+    measures by default."""
     compile: bool = False
     """torch.compile the model step and the VQ decoder (slow first frame, faster after)."""
 
@@ -111,17 +115,19 @@ def run(cfg: InferenceConfig) -> dict:
     actions, own = resolve_actions(cfg.actions, ctx, cfg.frames, cfg.seed)
     truth = ctx.ground_truth(actions, own) if cfg.compare else None
 
-    ro = Rollout(bundle, sampling)
+    ro = Rollout(bundle, sampling, subtoken=cfg.subtoken)
     t0 = time.perf_counter()
     ro.warmup(ctx.tokens, ctx.actions)
     warm_s = time.perf_counter() - t0
-    tokens = []
+    tokens, offsets = [], []
     step_ms = []
     for a in tqdm(actions, desc="rollout", unit="frame", file=sys.stderr):
         tokens.append(ro.next(a))
+        offsets.append(ro.pending_offset())
         step_ms.append(ro.step_ms)
     t1 = time.perf_counter()
-    frames = decode_tokens(bundle, torch.stack(tokens))  # [N, H, W, 3]
+    pending = None if offsets[0] is None else torch.stack(offsets)  # [N, 2, h, w]
+    frames = decode_tokens(bundle, torch.stack(tokens), offsets=pending)  # [N, H, W, 3]
     decode_s = time.perf_counter() - t1
     if truth is not None:
         frames = np.concatenate([frames, truth[:len(frames)]], axis=2)  # [N, H, 2W, 3]

@@ -83,6 +83,10 @@ class LiveConfig:
     BENCHMARKS.md: 2 threads ran the laptop preset 4x slower than 1 on the shared 2-core machine)."""
     compile: bool = False
     """torch.compile the model step and the VQ decoder."""
+    subtoken: bool = True
+    """Draw each frame where its content is between whole-token moves (the motion the token warp has not
+    applied yet, motion.subtoken_shift): a slow mouse turn glides a pixel a step instead of jumping a token
+    every few steps (evaluate.py --subtoken measures it; README, "Drawing between whole-token moves")."""
     hud: bool = True
     """Show the HUD at start (H toggles it)."""
     record: str = ""
@@ -302,7 +306,8 @@ class LiveSession:
             raise ValueError(f"cannot open a window ({e}); on a machine without a display use --headless") from e
         pygame.display.set_caption("Ochre - live world model (Esc frees the mouse, H HUD)")
         self.font = pygame.font.Font(None, 3 * cfg.scale + 4)
-        self.rollout = Rollout(bundle, Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed))
+        self.rollout = Rollout(bundle, Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed),
+                               subtoken=cfg.subtoken)
         self.rollout.warmup(context.tokens, context.actions)
         self.context = context
         self.device = str(bundle.device)

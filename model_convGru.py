@@ -470,6 +470,11 @@ class WorldModel(nn.Module):
         new["motion_res"], new["jump_age"] = res, jump_age
         return motion.gather_tokens(tokens, src), inside, new
 
+    def pending_motion(self, state: State) -> torch.Tensor | None:
+        """The motion the token warp has not applied yet [B, 2, gh, gw] (tokens; motion.subtoken_shift draws
+        the frame there), or None without a motion path."""
+        return state["motion_res"] if self.motion else None
+
     def add_copy_prior(self, logits: torch.Tensor, warped: torch.Tensor, inside: torch.Tensor | None
                        ) -> torch.Tensor:
         """logits [B, K, gh, gw] + copy_logit on each position's warped previous code where it is inside,

@@ -28,6 +28,7 @@ import torch
 from actions import ENC_DIM, RAW_DIM, ActionEncoding, validate_raw
 from compat import THIS_CODE, IncompatibleError, check_compatible, model_side, recorded_vqvae, vqvae_side
 from devices import inference_autocast, resolve_device, sync
+from motion import subtoken_shift
 from vq_vae.model import FRAME_H, FRAME_W
 
 SAMPLING_MODES = ("greedy", "temperature", "topk")
@@ -220,13 +221,17 @@ def _as_tokens(tokens: Any, device: torch.device) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def decode_tokens(bundle: Bundle, tokens: Any, batch_size: int = 32) -> np.ndarray:
-    """tokens [N, h, w] -> RGB uint8 [N, H, W, 3]."""
+def decode_tokens(bundle: Bundle, tokens: Any, batch_size: int = 32, offsets: Any = None) -> np.ndarray:
+    """tokens [N, h, w] -> RGB uint8 [N, H, W, 3]; with offsets [N, 2, h, w] (the model's pending motion,
+    WorldModel.pending_motion) each frame is drawn that far on (motion.subtoken_shift)."""
     t = _as_tokens(tokens, bundle.device)
+    off = None if offsets is None else torch.as_tensor(np.asarray(offsets, np.float32)).to(bundle.device)
     out = []
     for i in range(0, t.shape[0], batch_size):
         with inference_autocast(bundle.device):
             img = bundle.decode_fn(t[i:i + batch_size])  # [b, 3, H, W] in [0, 1]
+        if off is not None:
+            img = subtoken_shift(img, off[i:i + batch_size])
         out.append(to_uint8(img))
     w, h = bundle.frame_size
     return np.concatenate(out) if out else np.zeros((0, h, w, 3), np.uint8)
@@ -261,9 +266,11 @@ class Rollout:
     The hidden state persists across `next` calls; `reset` returns to the state right after warmup (and
     re-seeds the sampler, so a reset rollout repeats itself under the same actions)."""
 
-    def __init__(self, bundle: Bundle, sampling: Sampling | None = None) -> None:
+    def __init__(self, bundle: Bundle, sampling: Sampling | None = None, subtoken: bool = False) -> None:
         self.bundle = bundle
         self.sampling = sampling or Sampling()
+        self.subtoken = subtoken
+        """frame() draws the picture where its content is, between whole-token moves (pending_offset)."""
         self.device = bundle.device
         self.generator = self.sampling.generator(self.device)
         self._ctx_tokens: torch.Tensor | None = None
@@ -337,9 +344,18 @@ class Rollout:
         t0 = time.perf_counter()
         with inference_autocast(self.device):
             img = self.bundle.decode_fn(self.tokens[None])  # [1, 3, H, W]
+        off = self.pending_offset()
+        if off is not None:
+            img = subtoken_shift(img, off[None])
         out = to_uint8(img)[0]
         self.decode_ms = (time.perf_counter() - t0) * 1e3
         return out
+
+    def pending_offset(self) -> torch.Tensor | None:
+        """The current frame's motion not yet applied by the token warp [2, h, w] (tokens), or None (no
+        motion path, or subtoken off)."""
+        off = self.bundle.model.pending_motion(self.state) if self.subtoken and self.state is not None else None
+        return None if off is None else off[0].float()
 
     def run(self, raw_actions: np.ndarray) -> Iterator[torch.Tensor]:
         """next() for each raw action [N, 9], yielding the tokens."""
@@ -349,9 +365,11 @@ class Rollout:
 
 @torch.inference_mode()
 def rollout_batch(bundle: Bundle, context_tokens: Any, context_actions: Any, future_actions: Any,
-                  sampling: Sampling | None = None) -> torch.Tensor:
+                  sampling: Sampling | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Batched rollouts: context tokens [B, C, h, w], context raw actions [B, C-1, 9], future raw actions
-    [B, N, 9] -> sampled tokens [B, N, h, w] (int64, bundle device); frame n follows future action n."""
+    [B, N, 9] -> (sampled tokens [B, N, h, w] (int64, bundle device), each frame's pending motion
+    [B, N, 2, h, w] (float32; decode_tokens' offsets) or None without a motion path); frame n follows
+    future action n."""
     sampling = sampling or Sampling()
     dev = bundle.device
     ctx = _as_tokens(context_tokens, dev)
@@ -366,6 +384,7 @@ def rollout_batch(bundle: Bundle, context_tokens: Any, context_actions: Any, fut
     gen = sampling.generator(dev)
     state = bundle.model.init_state(b, dev)
     out = torch.empty((b, fa.shape[1]) + tuple(ctx.shape[2:]), dtype=torch.int64, device=dev)
+    offsets = []
     with inference_autocast(dev):
         for i in range(c - 1):
             _, state = bundle.step_fn(ctx[:, i], enc_ctx[:, i], state)
@@ -374,7 +393,10 @@ def rollout_batch(bundle: Bundle, context_tokens: Any, context_actions: Any, fut
             logits, state = bundle.step_fn(cur, enc_fut[:, n], state)
             cur = sample_tokens(logits.float(), sampling.mode, sampling.temperature, sampling.top_k, gen)
             out[:, n] = cur
-    return out
+            pending = bundle.model.pending_motion(state)
+            if pending is not None:
+                offsets.append(pending.float())
+    return out, (torch.stack(offsets, 1) if offsets else None)  # offsets [B, N, 2, h, w]
 
 
 def gflop_per_frame(bundle: Bundle) -> dict[str, float]:

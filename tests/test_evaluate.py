@@ -172,7 +172,7 @@ def test_ground_truth_model_is_perfect_and_ratios_are_one(tiny_setup):
                 cl = by_ctx[c.tobytes()]
                 assert np.array_equal(a, cl.actions[2:2 + len(a)])  # the clip's own future actions
                 out.append(cl.tokens[3:3 + a.shape[0]])
-            return np.stack(out)
+            return EI.Rolled(np.stack(out))
 
         def teacher_forced(self, tokens, actions, first):
             return tokens[:, first + 1:].copy()

@@ -98,6 +98,36 @@ def test_a_turn_after_a_walk_moves_every_token_alike():
         tokens = out
 
 
+def test_subtoken_shift_draws_the_frame_where_the_pending_motion_puts_it():
+    rng = np.random.default_rng(0)
+    img = torch.from_numpy(rng.random((1, 3, GRID[0] * TOKEN_PX, GRID[1] * TOKEN_PX), np.float32))
+    res = torch.zeros(1, 2, *GRID)
+    assert torch.allclose(motion.subtoken_shift(img, res), img, atol=1e-6)
+    # A quarter token right and half a token down is 1 px and 2 px: the content moves, the border repeats.
+    res[:, 0], res[:, 1] = 0.25, 0.5
+    out = motion.subtoken_shift(img, res)
+    assert torch.allclose(out[..., 2:, 1:], img[..., :-2, :-1], atol=1e-5)
+    assert torch.allclose(out[..., 2:, 0], img[..., :-2, 0], atol=1e-5)
+
+
+def test_a_slow_turn_glides_a_pixel_per_step_between_whole_token_moves():
+    # 1 degree right per step moves the content a quarter token (1 px) left: the tokens move every fourth
+    # step, the drawn frame every step, as the game's does.
+    coef = coef_for(-0.25, -0.25)
+    rng = np.random.default_rng(1)
+    world = torch.from_numpy(rng.random((1, 3, GRID[0] * TOKEN_PX, 3 * GRID[1] * TOKEN_PX), np.float32))
+    x0, width = GRID[1] * TOKEN_PX, GRID[1] * TOKEN_PX  # the first view's left edge in the world, px
+    res = torch.zeros(1, 2, *GRID)
+    for step in range(1, 9):
+        _, _, res = motion.warp_sources(res, motion.displacement(coef, enc(yaw_deg=1.0), GRID))
+        k = round(0.25 * step + float(res[0, 0].mean()))  # whole tokens the warp moved the content left
+        tokens_view = world[..., x0 + k * TOKEN_PX:x0 + k * TOKEN_PX + width]
+        drawn = motion.subtoken_shift(tokens_view, res)
+        game = world[..., x0 + step:x0 + step + width]
+        assert torch.allclose(drawn[..., 2:-2], game[..., 2:-2], atol=1e-5), step
+    assert k == 2
+
+
 # ----------------------------------------------------------------------------- synthetic world
 
 def make_world(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -192,6 +222,29 @@ def test_fit_zeroes_coefficients_too_small_to_be_motion():
     np.testing.assert_allclose(coef[:2] @ ENC.encode(make_raw(yaw_deg=4.0)), [-0.9, 0.0], atol=0.02)
     assert coef[2, 8] == pytest.approx(0.01, abs=1e-3) and coef[2, :8].tolist() == [0.0] * 8
 
+
+
+def test_camera_and_keys_are_fitted_where_each_acts_alone():
+    # Turning while walking moves content further than the two alone (near things pass faster): a fit over
+    # all transitions hands that extra to both the turn and the keys, and the still picture then drifts.
+    rng = np.random.default_rng(1)
+    raws = [make_raw(yaw_deg=float(rng.choice([0, 0, 2, -2, 4, -4])), right=float(rng.random() < 0.4),
+                     forward=float(rng.random() < 0.3)) for _ in range(600)]
+    encs = np.stack([ENC.encode(r) for r in raws]).astype(np.float64)
+    dx = np.array([-0.9 * r[RAW["yaw_deg"]] - 1.0 * r[RAW["right"]] for r in raws])  # px
+    both = (np.array([r[RAW["yaw_deg"]] for r in raws]) != 0) & (encs[:, 8:12].max(axis=1) > 0.5)
+    shift = np.stack([np.where(both, 1.6 * dx, dx), np.zeros(len(raws))], axis=1)
+    zoom = np.where(encs[:, 8] > 0.5, 0.01, np.nan)
+    coef = motion.fit_coefficients(encs, shift, zoom, (4.0, 4.0))
+    np.testing.assert_allclose(coef[0] @ ENC.encode(make_raw(yaw_deg=4.0)), -0.9, atol=0.02)
+    np.testing.assert_allclose(coef[0] @ ENC.encode(make_raw(right=1.0)), -0.25, atol=0.02)
+    assert coef[2, 8] == pytest.approx(0.01, abs=1e-3)
+    # Footage where W is always held has no turn without a key: the camera falls back to every transition.
+    held = [make_raw(yaw_deg=float(y), forward=1.0) for y in rng.choice([0, 2, -2, 4, -4], size=300)]
+    encs = np.stack([ENC.encode(r) for r in held]).astype(np.float64)
+    shift = np.stack([[-0.9 * r[RAW["yaw_deg"]], 0.0] for r in held])
+    coef = motion.fit_coefficients(encs, shift, np.full(len(held), 0.01), (4.0, 4.0))
+    np.testing.assert_allclose(coef[0] @ ENC.encode(make_raw(yaw_deg=4.0)), -0.9, atol=0.02)
 
 
 def test_jump_profile_fit_ignores_outliers_and_returns_to_the_ground():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from actions import RAW, RAW_DIM, ActionEncoding
+from actions import RAW, RAW_DIM, ActionEncoding, make_raw
 from action_scripts import (DEFAULT_SCRIPT_FRAMES, SCRIPT_NAMES, actions_to_entries, is_named_script, load_action_script,
                      named_script_actions)
 from contexts import load_context, parse_context_spec, resolve_actions
@@ -280,12 +280,30 @@ def test_rollout_drives_model_step_and_batch_matches(tiny_pair) -> None:
             cur = logits.argmax(1)
             want.append(cur[0])
     assert torch.equal(got, torch.stack(want))
-    batch = rollout_batch(b, path_tokens[None].repeat(2, 1, 1, 1), np.stack([ctx_actions] * 2),
-                          np.stack([future] * 2), Sampling("greedy"))
+    batch, pending = rollout_batch(b, path_tokens[None].repeat(2, 1, 1, 1), np.stack([ctx_actions] * 2),
+                                   np.stack([future] * 2), Sampling("greedy"))
     assert batch.shape == (2, 6, 18, 32) and torch.equal(batch[0], got) and torch.equal(batch[1], got)
     frame = ro.frame()
     assert frame.shape == (72, 128, 3) and frame.dtype == np.uint8
-    assert np.array_equal(frame, decode_tokens(b, got[-1:])[0])
+    assert np.array_equal(frame, decode_tokens(b, got[-1:], offsets=None if pending is None else pending[0, -1:])[0])
+
+
+def test_subtoken_frames_are_drawn_at_the_pending_motion(tiny_pair) -> None:
+    wm, _, _ = tiny_pair
+    b = load_bundle(wm, device="cpu")
+    b.model.motion_coef[0, :5] = torch.tensor(b.encoding.yaw_centres) * -0.25  # a quarter token per degree
+    ctx = torch.randint(0, 16, (2, 18, 32), generator=torch.Generator().manual_seed(3))
+    turn = make_raw(yaw_deg=1.0)
+    smooth, steps = Rollout(b, subtoken=True), Rollout(b)
+    for ro in (smooth, steps):
+        ro.warmup(ctx, np.zeros((1, 9), np.float32))
+        ro.next(turn)
+    pending = smooth.pending_offset()
+    assert steps.pending_offset() is None and torch.allclose(pending[0], torch.full((18, 32), -0.25))
+    assert torch.equal(smooth.tokens, steps.tokens)  # the tokens are the same; only the drawing moves
+    assert np.array_equal(steps.frame(), decode_tokens(b, smooth.tokens[None])[0])
+    assert np.array_equal(smooth.frame(), decode_tokens(b, smooth.tokens[None], offsets=pending[None])[0])
+    assert not np.array_equal(smooth.frame(), steps.frame())
 
 
 def test_reset_repeats_a_seeded_sampled_rollout(tiny_pair) -> None:
