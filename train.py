@@ -96,6 +96,10 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     """Camera input: graded (degrees split between bin centres, continuous) or bins (one-hot by edges)."""
     motion_pairs: int = 600
     """Training transitions the motion path is calibrated on before step 0 (with copy_prior > 0)."""
+    motion_from: str = ""
+    """World-model checkpoint whose calibrated motion (coefficients and jump profile) this run takes instead
+    of calibrating its own; it must share this run's tokenizer and action encoding. For a fair comparison of
+    data or objectives at the same motion, or a calibration measured on other data. Empty = calibrate."""
     motion_frames: Literal["tokens", "video"] = "tokens"
     """What the calibration measures motion on: the tokenizer's decoding of the shards' tokens, or the source
     video the manifest names (decoded tokens where it is gone). Decoded frames under-measure sub-token motion
@@ -483,6 +487,24 @@ def source_frame_pairs(root: Path, entries: dict[str, dict[str, Any]], items: li
     return out
 
 
+def motion_of(path: str, vqvae_ident: str, encoding: ActionEncoding) -> tuple[np.ndarray, np.ndarray]:
+    """The calibrated motion (coefficients [3, 15], jump profile) recorded in world-model checkpoint `path`,
+    which must record the same tokenizer identity and action encoding as this run."""
+    from world_model_io import load_world_model
+
+    _, meta = load_world_model(path)
+    if meta["vqvae"]["identity"] != vqvae_ident:
+        raise TrainingError(f"--motion-from {path}: its tokenizer ({meta['vqvae']['identity']}) is not this "
+                            f"run's ({vqvae_ident}); token motion is measured in that tokenizer's tokens")
+    if meta["encoding"].to_dict() != encoding.to_dict():
+        raise TrainingError(f"--motion-from {path}: its action encoding {meta['encoding'].to_dict()} is not "
+                            f"this run's {encoding.to_dict()}")
+    mc = meta["model_config"]
+    if not mc.get("copy_prior", 0) > 0:
+        raise TrainingError(f"--motion-from {path}: the model has no motion path (copy_prior 0)")
+    return np.asarray(mc["motion_coef"], np.float64).reshape(3, -1), np.asarray(mc.get("jump_profile", ()))
+
+
 def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncoding, vqvae: Any,
                      verbose: bool) -> tuple[np.ndarray, np.ndarray]:
     """The motion path's coefficients [3, 15] (motion.calibrate) from `cfg.motion_pairs` transitions of the
@@ -582,6 +604,8 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
             raise TrainingError(f"{files.ckpt_dir}: no readable training state to resume from")
     if rec is not None:  # the motion calibration is part of the model: a resumed run keeps its own
         coef, jump = rec["model_config"].get("motion_coef"), rec["model_config"].get("jump_profile")
+    elif cfg.copy_prior > 0 and cfg.motion_from:
+        coef, jump = motion_of(cfg.motion_from, ident, encoding)
     elif cfg.copy_prior > 0:
         coef, jump = calibrate_motion(cfg, train_files, encoding, vqvae, dist.main)
     else:

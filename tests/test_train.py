@@ -441,3 +441,26 @@ def test_motion_calibration_measures_the_source_video_where_it_still_is(setup, t
     video.unlink()
     coef, _ = train.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)
     assert coef[0] @ turn == 0.0
+
+
+def test_motion_from_takes_another_models_calibration_and_refuses_another_tokenizer(setup, lpips_net, tmp_path):
+    from model_convGru import WorldModel, WorldModelConfig
+    from world_model_io import save_world_model
+
+    cfg = make_cfg(setup, tmp_path / "unused")
+    coef = np.zeros((3, ENC_DIM))
+    coef[0, :5] = [1.5, 0.4, 0.0, -0.4, -1.5]  # a yaw no tiny shard could calibrate to
+    jump = np.linspace(-0.3, 0.3, 10)
+    src = WorldModel(WorldModelConfig.from_arch(cfg, codebook_size=32, code_dim=8, grid=(12, 16),
+                                                motion_coef=coef, jump_profile=jump))
+    donor = tmp_path / "donor.pt"
+    save_world_model(donor, src, ActionEncoding(), str(setup["vq"]), setup["ident"], {}, 0)
+    out = train.run(make_cfg(setup, tmp_path / "r", "--max-steps", "1", "--motion-from", str(donor)),
+                    lpips_net=lpips_net)
+    got = out["trainer"].model.cfg
+    np.testing.assert_allclose(np.reshape(got.motion_coef, (3, -1)), coef)
+    np.testing.assert_allclose(got.jump_profile, jump)
+    save_world_model(donor, src, ActionEncoding(), str(setup["vq"]), "another-tokenizer", {}, 0)
+    with pytest.raises(train.TrainingError, match=r"donor\.pt.*tokenizer"):
+        train.run(make_cfg(setup, tmp_path / "r2", "--max-steps", "1", "--motion-from", str(donor)),
+                  lpips_net=lpips_net)
