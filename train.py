@@ -606,6 +606,9 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
         coef, jump = rec["model_config"].get("motion_coef"), rec["model_config"].get("jump_profile")
     elif cfg.copy_prior > 0 and cfg.motion_from:
         coef, jump = motion_of(cfg.motion_from, ident, encoding)
+        if dist.main:
+            print(f"motion taken from {cfg.motion_from} (--motion-from; not calibrated on this data)",
+                  file=sys.stderr)
     elif cfg.copy_prior > 0:
         coef, jump = calibrate_motion(cfg, train_files, encoding, vqvae, dist.main)
     else:
