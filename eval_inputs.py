@@ -60,9 +60,9 @@ class ModelPredictor(Predictor):
         for i in range(0, len(ctx_tokens), self.batch_size):
             sl = slice(i, i + self.batch_size)
             tok, off = rollout_batch(self.bundle, ctx_tokens[sl], ctx_actions[sl], future_actions[sl],
-                                     self.sampling)
+                                     self.sampling, self.subtoken)
             toks.append(tok.cpu().numpy())
-            if off is not None and self.subtoken:
+            if off is not None:
                 offs.append(off.cpu().numpy())
         return Rolled(np.concatenate(toks), np.concatenate(offs) if offs else None)
 

@@ -119,13 +119,13 @@ class EvalConfig:
     """How rollout tokens are drawn from the logits."""
     temperature: float = 1.0
     """Sampling temperature (temperature / topk modes)."""
+    top_k: int = 0
+    """Codes kept per position in topk mode."""
     subtoken: bool = False
     """Draw the model's frames where their content is between whole-token moves (motion.subtoken_shift), as
     live play does. Off by default: against the tokenizer's reconstruction of the truth, which moves in steps
     too, it costs fidelity (shipped model, held-out seed: PSNR@1 28.1 against 29.6 dB, LPIPS@16 0.245
     against 0.232) while the judge reads the motion better (camera 0.66 against 0.56; README)."""
-    top_k: int = 0
-    """Codes kept per position in topk mode."""
     stability_seconds: float = 60.0
     """Length of the scripted-play and no-op stability rollouts."""
     stability_episodes: int = 2

@@ -365,11 +365,12 @@ class Rollout:
 
 @torch.inference_mode()
 def rollout_batch(bundle: Bundle, context_tokens: Any, context_actions: Any, future_actions: Any,
-                  sampling: Sampling | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  sampling: Sampling | None = None, subtoken: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Batched rollouts: context tokens [B, C, h, w], context raw actions [B, C-1, 9], future raw actions
-    [B, N, 9] -> (sampled tokens [B, N, h, w] (int64, bundle device), each frame's pending motion
-    [B, N, 2, h, w] (float32; decode_tokens' offsets) or None without a motion path); frame n follows
-    future action n."""
+    [B, N, 9] -> (sampled tokens [B, N, h, w] (int64, bundle device), with `subtoken` each frame's pending
+    motion [B, N, 2, h, w] (float32; decode_tokens' offsets), else or without a motion path None); frame n
+    follows future action n."""
     sampling = sampling or Sampling()
     dev = bundle.device
     ctx = _as_tokens(context_tokens, dev)
@@ -393,7 +394,7 @@ def rollout_batch(bundle: Bundle, context_tokens: Any, context_actions: Any, fut
             logits, state = bundle.step_fn(cur, enc_fut[:, n], state)
             cur = sample_tokens(logits.float(), sampling.mode, sampling.temperature, sampling.top_k, gen)
             out[:, n] = cur
-            pending = bundle.model.pending_motion(state)
+            pending = bundle.model.pending_motion(state) if subtoken else None
             if pending is not None:
                 offsets.append(pending.float())
     return out, (torch.stack(offsets, 1) if offsets else None)  # offsets [B, N, 2, h, w]

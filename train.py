@@ -502,7 +502,7 @@ def motion_of(path: str, vqvae_ident: str, encoding: ActionEncoding) -> tuple[np
     mc = meta["model_config"]
     if not mc.get("copy_prior", 0) > 0:
         raise TrainingError(f"--motion-from {path}: the model has no motion path (copy_prior 0)")
-    return np.asarray(mc["motion_coef"], np.float64).reshape(3, -1), np.asarray(mc.get("jump_profile", ()))
+    return np.asarray(mc["motion_coef"], np.float64).reshape(len(motion.MOTION_ROWS), -1), np.asarray(mc.get("jump_profile", ()))
 
 
 def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncoding, vqvae: Any,
