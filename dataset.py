@@ -177,6 +177,14 @@ class TokenWindowDataset(Dataset):
         f = int(np.searchsorted(self._cum, index, side="right") - 1)
         return f, int(index - self._cum[f])
 
+    def window_index(self, f: int, start: np.ndarray) -> np.ndarray:
+        """File number f and window start frames [N] -> window indices [N] (locate's inverse)."""
+        return self._cum[f] + np.asarray(start, np.int64)
+
+    def raw_actions(self, f: int) -> np.ndarray:
+        """File number f's raw actions [T-1, 9] (actions[t] between frames t and t+1)."""
+        return np.asarray(self._shard(f)["actions"], np.float32)
+
     def _shard(self, f: int) -> dict[str, np.ndarray]:
         shard = self._shards.get(f)
         if shard is None:

@@ -74,6 +74,10 @@ class ModelArchConfig:
     copy_prior: float = 4.0
     """Initial weight (logits, learned) of the motion path's prior: the previous frame warped by the action's
     calibrated motion (motion.py). 0 = no motion path: the earlier FiLM-only design."""
+    edge_memory: int = 0
+    """Rows remembered beyond the frame's top and bottom edges per column (motion.remember_edges): content
+    coming back into view from above or below is drawn from them instead of the edge row repeated. 0 = none
+    (needs the motion path)."""
     entering_prior: float = 4.0
     """Initial weight (logits, learned, separate from copy_prior) of a prior on the wrapped content where
     content enters the view (what left on the other side; motion.warp_sources). 0 = none: the network draws
@@ -101,6 +105,10 @@ class WorldModelConfig(ModelArchConfig):
     jump_profile: tuple[float, ...] = ()
     """Content shift down per step, in tokens, over the motion.JUMP_STEPS steps after a jump starts,
     calibrated by motion.calibrate_jump; empty = jumps get no motion of their own."""
+    key_field: tuple[float, ...] = ()
+    """Motion of the movement keys W, A, S, D at every token position, flattened [4, 2, grid_h, grid_w] (tokens
+    per step, x right and y down), calibrated by motion.fit_key_field; motion_coef's columns for
+    those keys are then 0. Empty = the keys move the picture by motion_coef's shift and zoom."""
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 != 1:
@@ -117,12 +125,21 @@ class WorldModelConfig(ModelArchConfig):
         if len(self.motion_coef) != len(motion.MOTION_ROWS) * ENC_DIM:
             raise ValueError(f"motion_coef needs {len(motion.MOTION_ROWS) * ENC_DIM} values, "
                              f"got {len(self.motion_coef)}")
+        self.key_field = tuple(float(x) for x in self.key_field)
+        want = motion.MOVE_KEYS * 2 * self.grid_h * self.grid_w
+        if len(self.key_field) not in (0, want):
+            raise ValueError(f"key_field needs {want} values ([{motion.MOVE_KEYS}, 2, {self.grid_h}, "
+                             f"{self.grid_w}]) or none, got {len(self.key_field)}")
+        keys = np.asarray(self.motion_coef).reshape(len(motion.MOTION_ROWS), ENC_DIM)[:, motion.MOVE_SLICE]
+        if self.key_field and np.any(keys != 0):
+            raise ValueError("motion_coef's movement-key columns must be 0 when key_field carries their motion")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["attn_pool"] = list(self.attn_pool)
         d["motion_coef"] = list(self.motion_coef)
         d["jump_profile"] = list(self.jump_profile)
+        d["key_field"] = list(self.key_field)
         return d
 
     @classmethod
@@ -134,19 +151,20 @@ class WorldModelConfig(ModelArchConfig):
         kw = dict(d)
         kw.setdefault("copy_prior", 0.0)  # checkpoints from before the motion path had none
         kw.setdefault("entering_prior", 0.0)  # nor, before it, a prior where content enters
+        kw.setdefault("edge_memory", 0)  # nor a memory beyond the top and bottom edges
         if "attn_pool" in kw:
             kw["attn_pool"] = tuple(kw["attn_pool"])
         return cls(**kw)
 
     @classmethod
     def from_arch(cls, arch: Any, *, codebook_size: int, code_dim: int, grid: tuple[int, int],
-                  motion_coef: Any = None, jump_profile: Any = None) -> "WorldModelConfig":
+                  motion_coef: Any = None, jump_profile: Any = None, key_field: Any = None
+                  ) -> "WorldModelConfig":
         """Architecture fields taken from any object that has them (e.g. train.py's TrainConfig)."""
         kw = {f.name: getattr(arch, f.name) for f in fields(ModelArchConfig)}
-        if motion_coef is not None:
-            kw["motion_coef"] = tuple(float(x) for x in np.asarray(motion_coef).reshape(-1))
-        if jump_profile is not None:
-            kw["jump_profile"] = tuple(float(x) for x in np.asarray(jump_profile).reshape(-1))
+        for name, value in (("motion_coef", motion_coef), ("jump_profile", jump_profile), ("key_field", key_field)):
+            if value is not None:
+                kw[name] = tuple(float(x) for x in np.asarray(value).reshape(-1))  # flat, as saved
         return cls(**kw, codebook_size=int(codebook_size), code_dim=int(code_dim),
                    grid_h=int(grid[0]), grid_w=int(grid[1]))
 
@@ -344,6 +362,10 @@ class WorldModel(nn.Module):
             self.register_buffer("motion_coef", coef, persistent=False)
             self.register_buffer("jump_profile", torch.tensor(cfg.jump_profile, dtype=torch.float32),
                                  persistent=False)
+            field = torch.tensor(cfg.key_field, dtype=torch.float32)
+            if len(field):
+                field = field.view(motion.MOVE_KEYS, 2, cfg.grid_h, cfg.grid_w)  # flat, as saved
+            self.register_buffer("key_field", field, persistent=False)
         if codebook is not None and cfg.init_from_codebook:
             self.init_from_codebook(codebook)
         # Channels-last throughout: the token embedding already comes out that way, and torch's CPU
@@ -391,6 +413,9 @@ class WorldModel(nn.Module):
             st["motion_res"] = torch.zeros(batch_size, 2, c.grid_h, c.grid_w, device=device)
             # Steps since the current jump began (-1: on the ground).
             st["jump_age"] = torch.full((batch_size,), -1.0, device=device)
+            if c.edge_memory > 0:  # -1: nothing seen there yet
+                st["edge_mem"] = torch.full((batch_size, 2 * c.edge_memory, c.grid_w), -1, dtype=torch.long,
+                                            device=device)
         return st
 
     @staticmethod
@@ -460,7 +485,8 @@ class WorldModel(nn.Module):
         self.check_grid(tokens)
         if not self.motion:
             return tokens, None, state
-        disp = motion.displacement(self.motion_coef, action.float(), tokens.shape[-2:])  # [B, 2, gh, gw]
+        disp = motion.displacement(self.motion_coef, action.float(), tokens.shape[-2:],
+                                   self.key_field)  # [B, 2, gh, gw]
         jump_age = state["jump_age"]
         if len(self.jump_profile):
             dy, jump_age = motion.jump_step(self.jump_profile, action[:, motion.JUMP_COLUMN] >= 0.5, jump_age)
@@ -468,7 +494,13 @@ class WorldModel(nn.Module):
         src, inside, res = motion.warp_sources(state["motion_res"], disp)
         new = {k: (motion.gather_map(v, src) if k.startswith("h") else v) for k, v in state.items()}
         new["motion_res"], new["jump_age"] = res, jump_age
-        return motion.gather_tokens(tokens, src), inside, new
+        warped = motion.gather_tokens(tokens, src)
+        if "edge_mem" in state:
+            moved = (state["motion_res"] + disp - res).round().long()  # [B, 2, gh, gw] whole tokens
+            codes, known = motion.recall_edges(state["edge_mem"], tokens, moved)
+            warped = torch.where(known, codes, warped)
+            new["edge_mem"] = motion.remember_edges(state["edge_mem"], tokens, moved)
+        return warped, inside, new
 
     def pending_motion(self, state: State) -> torch.Tensor | None:
         """The motion the token warp has not applied yet [B, 2, gh, gw] (tokens; motion.subtoken_shift draws
@@ -494,8 +526,9 @@ class WorldModel(nn.Module):
         x = self.embed_tokens(warped)
         film = self.film_params(action)
         logits, new = self._core(self._layer0_proj(x, *film[0]), x, film, state)
-        if self.motion:
-            new["motion_res"], new["jump_age"] = state["motion_res"], state["jump_age"]
+        for k in ("motion_res", "jump_age", "edge_mem"):  # the warp's state, already moved on
+            if k in state:
+                new[k] = state[k]
         return self.add_copy_prior(logits, warped, inside), new
 
     def forward_sequence(self, tokens: torch.Tensor, actions: torch.Tensor, state: State | None = None

@@ -1,6 +1,7 @@
-"""The world model's motion path: a global image motion per step (translation plus zoom about the centre)
-that is a linear function of the encoded action, calibrated from the training data, and the integer token
-warp that applies it.
+"""The world model's motion path: the image motion of each step, a linear function of the encoded action
+calibrated from the training data (the camera: a translation; the movement keys: a flow field per token
+position, or a translation plus zoom about the centre), the integer token warp that applies it, and a memory
+of the rows that left through the top and bottom edges.
 
 Why: a camera turn of 1 degree moves the picture about a quarter of a token, so the tokens of the next frame
 are mostly *moved* tokens of this one. FiLM only rescales channels; learning to move content through a
@@ -40,7 +41,8 @@ zoom (fractional expansion about the centre) per step, each per unit of an encod
 # none, and the network learns their effect.
 _STILL_COLUMNS = (YAW_SLICE.start + YAW_NONE_BIN, PITCH_SLICE.start + PITCH_NONE_BIN,
                   *range(KEYS_SLICE.stop - 3, KEYS_SLICE.stop))
-MOVE_SLICE = slice(KEYS_SLICE.start, KEYS_SLICE.start + 4)
+MOVE_KEYS = 4
+MOVE_SLICE = slice(KEYS_SLICE.start, KEYS_SLICE.start + MOVE_KEYS)
 """W, A, S, D in the encoded action."""
 
 
@@ -74,6 +76,19 @@ MIN_SUBSET_PAIRS = 10
 fit over all transitions."""
 
 
+def camera_still(enc: np.ndarray) -> np.ndarray:
+    """Encoded actions [..., 15] -> whether neither yaw nor pitch turns [...]."""
+    return (enc[..., YAW_SLICE.start + YAW_NONE_BIN] > 0.99) & (enc[..., PITCH_SLICE.start + PITCH_NONE_BIN] > 0.99)
+
+
+def walking_still(enc: np.ndarray) -> np.ndarray:
+    """Encoded actions [..., 15] -> a movement key pressed with the camera still and no jump, sprint or
+    sneak [...]: the transitions fit_key_field measures the keys' flow on (sneaking walks at a fifth of the
+    speed and sprinting faster; the network learns those)."""
+    modifiers = enc[..., KEYS_SLICE.stop - 3:KEYS_SLICE.stop].max(axis=-1) > 0.5  # jump, sprint, sneak
+    return camera_still(enc) & (enc[..., MOVE_SLICE].max(axis=-1) > 0.5) & ~modifiers
+
+
 def fit_coefficients(enc: np.ndarray, shift_px: np.ndarray, expansion: np.ndarray,
                      token_px: tuple[float, float]) -> np.ndarray:
     """Encoded actions [N, 15], measured content shift [N, 2] (px, +x right, +y down), zoom [N] (NaN where
@@ -90,7 +105,7 @@ def fit_coefficients(enc: np.ndarray, shift_px: np.ndarray, expansion: np.ndarra
     camera = [c for c in range(CAMERA_SLICE.start, CAMERA_SLICE.stop) if c not in _STILL_COLUMNS]
     keys = [c for c in range(KEYS_SLICE.start, KEYS_SLICE.stop) if c not in _STILL_COLUMNS]
     walking = enc[:, MOVE_SLICE].max(axis=1) > 0.5
-    still = (enc[:, YAW_SLICE.start + YAW_NONE_BIN] > 0.99) & (enc[:, PITCH_SLICE.start + PITCH_NONE_BIN] > 0.99)
+    still = camera_still(enc)
     every = np.ones(len(enc), bool)
     for cols, rows in ((camera, ~walking), (keys, still)):
         if rows.sum() < MIN_SUBSET_PAIRS * len(cols):
@@ -103,6 +118,58 @@ def fit_coefficients(enc: np.ndarray, shift_px: np.ndarray, expansion: np.ndarra
     out[:2][np.abs(out[:2]) < MIN_SHIFT] = 0.0
     out[2][np.abs(out[2]) < MIN_ZOOM] = 0.0
     return out
+
+
+# ----------------------------------------------------------------------------- the keys' flow field
+
+MIN_FIELD = 0.02
+"""Tokens per step below which a fitted key-field entry is set to 0 (the reasoning of MIN_SHIFT, per
+position: the sky's fitted 0.01 would carry it a token off in 100 steps of walking, where it stays)."""
+
+
+def cell_flow(a: np.ndarray, b: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Frames uint8 [H, W, 3] -> the mean optical flow (px, x right and y down) in each token cell
+    [gh, gw, 2] (H and W multiples of the grid, as every tokenizer here makes them)."""
+    gh, gw = grid
+    flow = M.optical_flow(a, b).astype(np.float64)  # [H, W, 2]
+    h, w = flow.shape[:2]
+    return flow.reshape(gh, h // gh, gw, w // gw, 2).mean(axis=(1, 3))  # [gh, H/gh, gw, W/gw, 2] -> [gh, gw, 2]
+
+
+def key_field_from_coefficients(coef: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """The global fit's motion of each movement key (shift plus zoom about the centre), as a field
+    [MOVE_KEYS, 2, gh, gw] in tokens per step (fit_key_field's fallback for a key seen too rarely)."""
+    onehot = torch.eye(ENC_DIM, dtype=torch.float64)[MOVE_SLICE]  # [4, 15]
+    return displacement(torch.as_tensor(coef, dtype=torch.float64), onehot, grid).numpy()
+
+
+def fit_key_field(enc: np.ndarray, flow: np.ndarray, token_px: tuple[float, float], fallback: np.ndarray,
+                  iters: int = 10, scale: float = 0.1) -> np.ndarray:
+    """Encoded actions [N, 15] of transitions with a still camera and their flow per token cell
+    [N, gh, gw, 2] (px; cell_flow) -> the motion of each movement key (W, A, S, D) at every position
+    [MOVE_KEYS, 2, gh, gw], tokens per step: per position a least-absolute-deviation fit through the origin
+    (robust_fit's reweighting, all positions at once). A key pressed in fewer than MIN_SUBSET_PAIRS
+    transitions keeps its row of `fallback` [MOVE_KEYS, 2, gh, gw].
+
+    Why a field and not a zoom about the centre: walking moves near things more than far ones. In the
+    block world's walking footage the sky and far hills above the middle row hardly move while the ground at
+    the bottom moves down about 1 px per step (README, "The keys' flow field"); a zoom about the centre
+    fitted to the same footage moves the top rows up as fast as the bottom ones down, so a minute of walking
+    pushes the sky out through the top edge and the picture never gets it back."""
+    n, gh, gw, _ = flow.shape
+    x = np.asarray(enc, np.float64)[:, MOVE_SLICE]  # [N, 4]
+    y = (flow / np.asarray(token_px, np.float64)).transpose(0, 3, 1, 2).reshape(n, -1)  # [N, 2*gh*gw] tokens
+    w = np.ones_like(y)
+    for _ in range(iters + 1):
+        xtwx = np.einsum("nj,na,nb->jab", w, x, x) + 1e-6 * np.eye(x.shape[1])  # [J, 4, 4]
+        xtwy = np.einsum("nj,na,nj->ja", w, x, y)  # [J, 4]
+        coef = np.linalg.solve(xtwx, xtwy[..., None])[..., 0]  # [J, 4]
+        w = 1.0 / np.maximum(np.abs(y - x @ coef.T), scale)
+    field = coef.T.reshape(x.shape[1], 2, gh, gw)  # [MOVE_KEYS, 2, gh, gw]
+    field[np.abs(field) < MIN_FIELD] = 0.0
+    rare = (x > 0.5).sum(axis=0) < MIN_SUBSET_PAIRS
+    field[rare] = fallback[rare]
+    return field
 
 
 def calibrate(fa: np.ndarray, fb: np.ndarray, enc: np.ndarray, token_px: tuple[float, float],
@@ -184,8 +251,10 @@ def jump_step(profile: torch.Tensor, pressed: torch.Tensor, age: torch.Tensor
     return dy, torch.where(nxt >= len(profile), torch.full_like(nxt, -1.0), nxt)
 
 
-def displacement(coef: torch.Tensor, action: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """coef [3, 15], action [B, 15] -> content displacement [B, 2, gh, gw] in tokens (x, y) this step."""
+def displacement(coef: torch.Tensor, action: torch.Tensor, grid: tuple[int, int],
+                 key_field: torch.Tensor | None = None) -> torch.Tensor:
+    """coef [3, 15], action [B, 15] and optionally the movement keys' field [MOVE_KEYS, 2, gh, gw] (fit_key_field)
+    -> content displacement [B, 2, gh, gw] in tokens (x, y) this step."""
     gh, gw = grid
     coef = coef.to(action.dtype)
     shift = action @ coef[:2].t()  # [B, 2]
@@ -193,7 +262,10 @@ def displacement(coef: torch.Tensor, action: torch.Tensor, grid: tuple[int, int]
     ys = torch.arange(gh, device=action.device, dtype=action.dtype) - (gh - 1) / 2
     xs = torch.arange(gw, device=action.device, dtype=action.dtype) - (gw - 1) / 2
     offset = torch.stack([xs[None, :].expand(gh, gw), ys[:, None].expand(gh, gw)])  # [2, gh, gw]
-    return shift[:, :, None, None] + zoom[:, None, None, None] * offset[None]
+    disp = shift[:, :, None, None] + zoom[:, None, None, None] * offset[None]
+    if key_field is not None and key_field.numel():
+        disp = disp + torch.einsum("bk,kcyx->bcyx", action[:, MOVE_SLICE], key_field.to(action.dtype))
+    return disp
 
 
 def warp_sources(residual: torch.Tensor, disp: torch.Tensor
@@ -234,6 +306,58 @@ def gather_map(x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     out = flat.gather(2, src[:, None, :].expand(b, c, gh * gw)).view(b, c, gh, gw)  # [B, C, gh, gw]
     return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
         memory_format=torch.channels_last) and c > 1 else out
+
+
+def _edge_tape(mem: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Memory [B, 2R, gw] (see remember_edges) and frame tokens [B, gh, gw] -> the column tape
+    [B, 2R + gh, gw]: R rows above the frame, the frame (row y at R + y), R rows below."""
+    r = mem.shape[1] // 2
+    return torch.cat([mem[:, :r], tokens, mem[:, r:]], dim=1)
+
+
+def _tape_read(tape: torch.Tensor, src_y: torch.Tensor, src_x: torch.Tensor, r: int) -> torch.Tensor:
+    """Codes of the tape [B, 2R + gh, gw] at frame rows src_y and columns src_x [B, n, gw] (columns wrap),
+    -1 beyond the tape."""
+    b, rows, gw = tape.shape
+    idx = src_y + r
+    ok = (idx >= 0) & (idx < rows)
+    flat = idx.clamp(0, rows - 1) * gw + src_x.remainder(gw)  # [B, n, gw] into the tape flattened
+    got = tape.flatten(1).gather(1, flat.flatten(1)).view_as(src_y)  # [B, n*gw] -> [B, n, gw]
+    return torch.where(ok, got, torch.full_like(got, -1))
+
+
+def remember_edges(mem: torch.Tensor, tokens: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+    """The rows beyond the frame's top and bottom edges, mem [B, 2R, gw] long (rows R-1, ..., 0 going up from
+    the top edge, then R, ..., 2R-1 going down from the bottom edge; -1 = never seen), after the frame's
+    tokens [B, gh, gw] moved by `moved` [B, 2, gh, gw] (whole tokens, x right and y down) -> the memory in
+    the new frame's coordinates. What leaves through an edge is pushed into it, what comes back is taken
+    out; each side moves as the frame's edge row does.
+
+    Why: content entering from above or below is otherwise the edge row repeated. Looking down and back up,
+    or walking on and back, then brings back whatever the edge row shows now (ground, after a walk has
+    pushed the horizon out), so the sky never returns (README, "The sky goes and never comes back")."""
+    r = mem.shape[1] // 2
+    gh, gw = tokens.shape[-2:]
+    dev = tokens.device
+    ys = torch.cat([torch.arange(-r, 0, device=dev), torch.arange(gh, gh + r, device=dev)])  # [2R] frame rows
+    edge = torch.cat([moved[:, :, :1].expand(-1, -1, r, -1), moved[:, :, -1:].expand(-1, -1, r, -1)], 2)  # [B,2,2R,gw]
+    src_y = ys[None, :, None] - edge[:, 1]  # [B, 2R, gw]
+    src_x = torch.arange(gw, device=dev)[None, None, :] - edge[:, 0]
+    return _tape_read(_edge_tape(mem, tokens), src_y, src_x, r)
+
+
+def recall_edges(mem: torch.Tensor, tokens: torch.Tensor, moved: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each position of the new frame whose content came from beyond the top or bottom edge (tokens
+    [B, gh, gw] moved by `moved` [B, 2, gh, gw] whole tokens), the remembered code there (memory mem
+    [B, 2R, gw], remember_edges) -> (codes [B, gh, gw], known [B, gh, gw]: a code was remembered)."""
+    r = mem.shape[1] // 2
+    gh, gw = tokens.shape[-2:]
+    dev = tokens.device
+    src_y = torch.arange(gh, device=dev)[None, :, None] - moved[:, 1]  # [B, gh, gw]
+    src_x = torch.arange(gw, device=dev)[None, None, :] - moved[:, 0]
+    codes = _tape_read(_edge_tape(mem, tokens), src_y, src_x, r)
+    return codes, ((src_y < 0) | (src_y >= gh)) & (codes >= 0)
 
 
 def subtoken_shift(img: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

@@ -100,6 +100,10 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     """World-model checkpoint whose calibrated motion (coefficients and jump profile) this run takes instead
     of calibrating its own; it must share this run's tokenizer and action encoding. For a fair comparison of
     data or objectives at the same motion, or a calibration measured on other data. Empty = calibrate."""
+    key_motion: Literal["field", "zoom"] = "field"
+    """How the movement keys move the picture: a calibrated flow field per token position (motion.fit_key_field:
+    the ground moves, the sky stays) or one shift and zoom about the centre per key (README, "The keys' flow
+    field")."""
     motion_frames: Literal["tokens", "video"] = "tokens"
     """What the calibration measures motion on: the tokenizer's decoding of the shards' tokens, or the source
     video the manifest names (decoded tokens where it is gone). Decoded frames under-measure sub-token motion
@@ -223,7 +227,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, vqvae: Any, vqvae_path: str, vqvae_ident: str,
                  encoding: ActionEncoding, device: torch.device, dist: Dist = Dist(),
                  lpips_net: Any = None, motion_coef: np.ndarray | None = None,
-                 jump_profile: np.ndarray | None = None) -> None:
+                 jump_profile: np.ndarray | None = None, key_field: np.ndarray | None = None) -> None:
         self.cfg, self.device, self.dist, self.encoding = cfg, device, dist, encoding
         self.vqvae = vqvae.to(device).eval()
         for p in self.vqvae.parameters():
@@ -231,7 +235,8 @@ class Trainer:
         self.vqvae_path, self.vqvae_ident = vqvae_path, vqvae_ident
         self.model_cfg = WorldModelConfig.from_arch(cfg, codebook_size=vqvae.codebook_size,
                                                     code_dim=vqvae.code_dim, grid=tuple(vqvae.grid),
-                                                    motion_coef=motion_coef, jump_profile=jump_profile)
+                                                    motion_coef=motion_coef, jump_profile=jump_profile,
+                                                    key_field=key_field)
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(self.model_cfg, codebook=vqvae.codebook).to(device)
         if lpips_net is None and cfg.w_lpips > 0:
@@ -487,9 +492,10 @@ def source_frame_pairs(root: Path, entries: dict[str, dict[str, Any]], items: li
     return out
 
 
-def motion_of(path: str, vqvae_ident: str, encoding: ActionEncoding) -> tuple[np.ndarray, np.ndarray]:
-    """The calibrated motion (coefficients [3, 15], jump profile) recorded in world-model checkpoint `path`,
-    which must record the same tokenizer identity and action encoding as this run."""
+def motion_of(path: str, vqvae_ident: str, encoding: ActionEncoding
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The calibrated motion (coefficients [3, 15], jump profile, keys' field) recorded in world-model
+    checkpoint `path`, which must record the same tokenizer identity and action encoding as this run."""
     from world_model_io import load_world_model
 
     _, meta = load_world_model(path)
@@ -502,16 +508,18 @@ def motion_of(path: str, vqvae_ident: str, encoding: ActionEncoding) -> tuple[np
     mc = meta["model_config"]
     if not mc.get("copy_prior", 0) > 0:
         raise TrainingError(f"--motion-from {path}: the model has no motion path (copy_prior 0)")
-    return np.asarray(mc["motion_coef"], np.float64).reshape(len(motion.MOTION_ROWS), -1), np.asarray(mc.get("jump_profile", ()))
+    coef = np.asarray(mc["motion_coef"], np.float64).reshape(len(motion.MOTION_ROWS), -1)  # flat, as saved
+    return coef, np.asarray(mc.get("jump_profile", ())), np.asarray(mc.get("key_field", ()))
 
 
 def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncoding, vqvae: Any,
-                     verbose: bool) -> tuple[np.ndarray, np.ndarray]:
+                     verbose: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The motion path's coefficients [3, 15] (motion.calibrate) from `cfg.motion_pairs` transitions of the
     training files, drawn with cfg.seed, measured on the VQ-VAE's decoding of their tokens or (motion_frames
-    "video") on the source video where the manifest's file is still there, and the jump's profile
+    "video") on the source video where the manifest's file is still there; the jump's profile
     [motion.JUMP_STEPS] (motion.calibrate_jump) from up to as many clean jump onsets, each decoded by the
-    VQ-VAE."""
+    VQ-VAE; and (key_motion "field") the movement keys' field [4, 2, gh, gw] (motion.fit_key_field) from up
+    to as many transitions with a key pressed and the camera still, measured on the same frames."""
     from dataset import TokenWindowDataset, open_shard
 
     pairs_ds = TokenWindowDataset(cfg.data, 2, encoding, files=files)
@@ -528,20 +536,38 @@ def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncodin
 
     gh, gw = vqvae.grid
     token_px = (vqvae.cfg.frame_width / gw, vqvae.cfg.frame_height / gh)
-    source: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(items)
-    if cfg.motion_frames == "video":
-        source = source_frame_pairs(Path(cfg.data), {e["file"]: e for e in pairs_ds.entries}, items,
-                                    (vqvae.cfg.frame_width, vqvae.cfg.frame_height))
-    missing = [k for k, s in enumerate(source) if s is None]
-    if missing:  # the pairs the video did not supply, decoded in one pass
-        decoded = decode(np.stack([items[k]["tokens"][:2].numpy() for k in missing]).reshape(-1, gh, gw))
-        for n, k in enumerate(missing):  # decoded: [2 * len(missing), H, W, 3], pairs in order
-            source[k] = (decoded[2 * n], decoded[2 * n + 1])
-    fa = np.stack([s[0] for s in source])
-    fb = np.stack([s[1] for s in source])
+
+    def frame_pairs(items: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, int]:
+        """Each 2-frame item's frames (fa, fb: uint8 [N, H, W, 3]) and how many came from the video."""
+        source: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(items)
+        if cfg.motion_frames == "video":
+            source = source_frame_pairs(Path(cfg.data), {e["file"]: e for e in pairs_ds.entries}, items,
+                                        (vqvae.cfg.frame_width, vqvae.cfg.frame_height))
+        missing = [k for k, s in enumerate(source) if s is None]
+        if missing:  # the pairs the video did not supply, decoded in one pass
+            decoded = decode(np.stack([items[k]["tokens"][:2].numpy() for k in missing]).reshape(-1, gh, gw))
+            for n, k in enumerate(missing):  # decoded: [2 * len(missing), H, W, 3], pairs in order
+                source[k] = (decoded[2 * n], decoded[2 * n + 1])
+        return (np.stack([s[0] for s in source]), np.stack([s[1] for s in source]),  # type: ignore[index]
+                len(items) - len(missing))
+
+    fa, fb, on_video = frame_pairs(items)
     enc = np.stack([it["actions"][0].numpy() for it in items])
-    on_video = len(items) - len(missing)
     coef, stats = motion.calibrate(fa, fb, enc, token_px, lambda e: bool((e[walk] >= 0.5).any()))
+    field = np.zeros(0)
+    if cfg.key_motion == "field":
+        keyed = np.concatenate([pairs_ds.window_index(f, np.flatnonzero(motion.walking_still(
+            encoding.encode(pairs_ds.raw_actions(f))))) for f in range(len(pairs_ds.files))])
+        keyed = keyed[rng.permutation(len(keyed))[:cfg.motion_pairs]]
+        if len(keyed):
+            key_items = [pairs_ds[int(i)] for i in keyed]
+            ka, kb, _ = frame_pairs(key_items)
+            flow = np.stack([motion.cell_flow(ka[i], kb[i], (gh, gw)) for i in range(len(ka))])  # [N, gh, gw, 2]
+            field = motion.fit_key_field(np.stack([it["actions"][0].numpy() for it in key_items]), flow, token_px,
+                                         motion.key_field_from_coefficients(coef, (gh, gw)))
+        else:
+            field = motion.key_field_from_coefficients(coef, (gh, gw))
+        coef[:, motion.MOVE_SLICE] = 0.0  # the field carries the keys' motion
     windows = []
     for f in files:
         shard = open_shard(Path(cfg.data) / f)
@@ -553,13 +579,18 @@ def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncodin
     if verbose:
         yaw = coef[:2] @ encoding.encode(make_raw(yaw_deg=4.0))
         pitch = coef[:2] @ encoding.encode(make_raw(pitch_deg=3.0))
-        zoom = coef[2] @ encoding.encode(make_raw(forward=1.0))
+        if len(field):
+            w_dy = field[0, 1]  # [gh, gw] W's downward motion
+            walk_msg = (f"W moves the top row {w_dy[0].mean():+.3f} and the bottom row {w_dy[-1].mean():+.3f} "
+                        f"tokens down per step (field)")
+        else:
+            walk_msg = f"W zooms {coef[2] @ encoding.encode(make_raw(forward=1.0)):+.3f} per step"
         print(f"motion calibration on {len(items)} transitions ({on_video} from the source video, the rest "
               f"decoded from tokens): yaw +4 deg moves the picture "
-              f"{yaw[0]:+.2f} tokens, pitch +3 deg {pitch[1]:+.2f} tokens, W zooms {zoom:+.3f} per step "
+              f"{yaw[0]:+.2f} tokens, pitch +3 deg {pitch[1]:+.2f} tokens, {walk_msg} "
               f"(median error {stats['median_abs_error_px']:.2f} px); a jump rises "
               f"{jstats['peak_rise_tokens']:.2f} tokens at its peak ({len(windows)} onsets)", file=sys.stderr)
-    return coef, jump
+    return coef, jump, field
 
 
 def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", dict[str, float]], None] | None = None
@@ -603,18 +634,19 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
         if rec is None:
             raise TrainingError(f"{files.ckpt_dir}: no readable training state to resume from")
     if rec is not None:  # the motion calibration is part of the model: a resumed run keeps its own
-        coef, jump = rec["model_config"].get("motion_coef"), rec["model_config"].get("jump_profile")
+        mc = rec["model_config"]
+        coef, jump, field = mc.get("motion_coef"), mc.get("jump_profile"), mc.get("key_field")
     elif cfg.copy_prior > 0 and cfg.motion_from:
-        coef, jump = motion_of(cfg.motion_from, ident, encoding)
+        coef, jump, field = motion_of(cfg.motion_from, ident, encoding)
         if dist.main:
             print(f"motion taken from {cfg.motion_from} (--motion-from; not calibrated on this data)",
                   file=sys.stderr)
     elif cfg.copy_prior > 0:
-        coef, jump = calibrate_motion(cfg, train_files, encoding, vqvae, dist.main)
+        coef, jump, field = calibrate_motion(cfg, train_files, encoding, vqvae, dist.main)
     else:
-        coef = jump = None
+        coef = jump = field = None
     trainer = Trainer(cfg, vqvae, cfg.vqvae, ident, encoding, device, dist, lpips_net=lpips_net,
-                      motion_coef=coef, jump_profile=jump)
+                      motion_coef=coef, jump_profile=jump, key_field=field)
     run_id = f"{files.root.name}-{int(time.time())}"
     if rec is not None:
         trainer.load_state_dict(rec, path)

@@ -312,3 +312,88 @@ def test_entering_content_gets_its_own_prior_on_the_wrapped_code_only_when_asked
     d = cfg.to_dict()
     del d["entering_prior"]
     assert WorldModelConfig.from_dict(d).entering_prior == 0.0
+
+
+def walking_field(grid: tuple[int, int]) -> np.ndarray:
+    """A field [4, 2, gh, gw] like the block world's walk: W moves the bottom half's rows down, more the
+    lower they are, and the top half not at all; A moves everything right."""
+    gh, gw = grid
+    field = np.zeros((motion.MOVE_KEYS, 2, gh, gw))
+    field[0, 1, gh // 2:] = np.linspace(0.1, 0.4, gh - gh // 2)[:, None]
+    field[1, 0] = 0.25
+    return field
+
+
+def test_key_field_fit_recovers_where_walking_moves_the_picture_and_falls_back_for_rare_keys():
+    rng = np.random.default_rng(0)
+    truth = walking_field(GRID)
+    raw = [make_raw(forward=1.0)] * 150 + [make_raw(left=1.0)] * 150 + [make_raw(back=1.0)] * 3
+    e = np.stack([ENC.encode(r) for r in raw])  # [N, 15]
+    flow = np.einsum("nk,kcyx->nyxc", e[:, motion.MOVE_SLICE], truth) * TOKEN_PX  # [N, gh, gw, 2] px
+    flow += rng.normal(scale=0.05, size=flow.shape)
+    stuck = rng.choice(150, size=30, replace=False)  # walking into a wall: W held, nothing moves
+    flow[stuck] = 0.0
+    flow[rng.choice(len(e), size=15)] += rng.normal(scale=20.0, size=(15, *GRID, 2))  # flow failures
+    fallback = np.full_like(truth, 0.123)
+    field = motion.fit_key_field(e, flow, (TOKEN_PX, TOKEN_PX), fallback)
+    np.testing.assert_allclose(field[:2], truth[:2], atol=0.03)
+    assert not field[0, :, :GRID[0] // 2].any()  # the sky stays: entries under MIN_FIELD are exactly 0
+    np.testing.assert_array_equal(field[2], fallback[2])  # S: three transitions, too few for its own fit
+    np.testing.assert_array_equal(field[3], fallback[3])  # D: never pressed
+
+
+def test_cell_flow_measures_each_token_cells_motion():
+    rng = np.random.default_rng(1)
+    coarse = rng.integers(0, 256, (20, 40, 3)).astype(np.uint8)
+    big = np.kron(coarse, np.ones((4, 4, 1), np.uint8))  # [80, 160, 3] blocky texture
+    h, w = GRID[0] * 8, GRID[1] * 8
+    a, b = big[8:8 + h, 8:8 + w], big[8:8 + h, 6:6 + w]  # content moved 2 px right
+    flow = motion.cell_flow(a, b, GRID)
+    assert flow.shape == (*GRID, 2)
+    np.testing.assert_allclose(np.median(flow[1:-1, 1:-1], axis=(0, 1)), [2.0, 0.0], atol=0.3)
+
+
+def test_a_walk_with_a_key_field_moves_the_ground_and_keeps_the_sky():
+    gh, gw = GRID
+    field = walking_field(GRID)
+    cfg = WorldModelConfig(embed_dim=8, hidden_dim=8, num_layers=1, kernel_size=3, film_hidden=8, head_dim=8,
+                           attn_ctx=0, idm_hidden=8, codebook_size=64, code_dim=4, grid_h=gh, grid_w=gw,
+                           copy_prior=1.0, key_field=tuple(field.reshape(-1)))  # flat, as saved
+    model = WorldModel(cfg)
+    start = torch.arange(gh * gw).view(1, gh, gw)
+    tokens, state = start, model.init_state(1)
+    for _ in range(12):
+        tokens, _, state = model.warp(tokens, enc(forward=1.0), state)
+    assert torch.equal(tokens[0, :gh // 2], start[0, :gh // 2])  # the top half never moved
+    assert not torch.equal(tokens[0, gh // 2:], start[0, gh // 2:])  # the ground did, down the picture
+    assert (tokens[0, -1] // gw < gh - 1).all()  # the bottom row now shows rows from above it
+    coef = np.zeros((3, ENC_DIM))
+    coef[2, motion.MOVE_SLICE.start] = 0.01
+    with pytest.raises(ValueError, match="movement-key columns"):
+        WorldModelConfig(grid_h=gh, grid_w=gw, motion_coef=tuple(coef.reshape(-1)), key_field=cfg.key_field)
+    with pytest.raises(ValueError, match="key_field needs"):
+        WorldModelConfig(grid_h=gh, grid_w=gw, key_field=(0.0,) * 5)
+    old = cfg.to_dict()
+    del old["key_field"]  # a checkpoint from before the field
+    assert WorldModelConfig.from_dict(old).key_field == ()
+
+
+@pytest.mark.parametrize("edge_memory", [0, 8])
+def test_content_that_left_through_an_edge_comes_back_from_the_edge_memory(edge_memory):
+    gh, gw = GRID
+    cfg = WorldModelConfig(embed_dim=8, hidden_dim=8, num_layers=1, kernel_size=3, film_hidden=8, head_dim=8,
+                           attn_ctx=0, idm_hidden=8, codebook_size=64, code_dim=4, grid_h=gh, grid_w=gw,
+                           copy_prior=1.0, edge_memory=edge_memory,
+                           motion_coef=tuple(coef_for(0.0, -0.25).reshape(-1).tolist()))
+    model = WorldModel(cfg)
+    start = torch.arange(gh * gw).view(1, gh, gw)
+    tokens, state = start, model.init_state(1)
+    look = [4.0] * 3 + [-4.0] * 3  # 3 tokens up out of the top edge (content moves up), then back down
+    look += [-4.0] * 2 + [4.0] * 2  # and 2 out of the bottom edge and back
+    for deg in look:
+        tokens, _, state = model.warp(tokens, enc(pitch_deg=deg), state)
+    if edge_memory:
+        assert torch.equal(tokens, start)  # every row that left came back
+    else:
+        assert not torch.equal(tokens, start)  # the edge rows were repeated instead
+        assert torch.equal(tokens[0, 3:-2], start[0, 3:-2])  # what never left stayed

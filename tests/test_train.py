@@ -18,6 +18,7 @@ import torch
 
 import config as config_mod
 import devices
+import motion
 import objective
 import train
 from actions import ENC_DIM, RAW, RAW_DIM, ActionEncoding
@@ -434,13 +435,52 @@ def test_motion_calibration_measures_the_source_video_where_it_still_is(setup, t
     cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30", "--motion-frames", "video")
     enc = ActionEncoding()
     turn = enc.encode(np.eye(1, RAW_DIM, RAW["yaw_deg"], dtype=np.float32)[0] * 8.0)
-    coef, _ = train.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)
+    coef, _, _ = train.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)
     assert (coef[0] @ turn) == pytest.approx(-2.0 / (w / gw), abs=0.1)  # content moves left, half a token
     tokens_cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30")
     assert train.calibrate_motion(tokens_cfg, ["ep00.npz"], enc, vq, verbose=False)[0][0] @ turn == 0.0
     video.unlink()
-    coef, _ = train.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)
+    coef, _, _ = train.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)
     assert coef[0] @ turn == 0.0
+
+
+def test_key_field_is_calibrated_where_walking_moves_the_picture(setup, tmp_path):
+    """Source video of a walk: the bottom half scrolls down 2 px (half a token) per step while W is held and
+    the top half (the sky) stays. Calibrated on it (--motion-frames video), the field moves the bottom rows
+    about half a token down per W step and the top rows not at all, and W's global coefficients are 0;
+    --key-motion zoom gives no field."""
+    import video_io
+    from vq_vae import load_vqvae
+
+    vq = load_vqvae(setup["vq"])
+    (w, h), (gh, gw), length = GRID_FRAME, vq.grid, 40
+    rng = np.random.default_rng(0)
+    sky = video_io.resize(np.kron(rng.integers(0, 256, (h // 8, w // 4, 3)).astype(np.uint8),
+                                  np.ones((4, 4, 1), np.uint8)), (w, h // 2))
+    ground = np.kron(rng.integers(0, 256, ((h + 2 * length) // 4, w // 4, 3)).astype(np.uint8),
+                     np.ones((4, 4, 1), np.uint8))  # [h/2 + 2 * length + ..., w, 3]
+    frames = [np.concatenate([sky, ground[2 * length - 2 * t:2 * length - 2 * t + h // 2]]) for t in range(length)]
+    video = tmp_path / "walk.mp4"
+    video_io.write_mp4(video, frames, fps=16)
+    root = write_shards(tmp_path / "shards", setup["vq"], setup["ident"], n_files=1, length=length)
+    raw = np.zeros((length - 1, RAW_DIM), np.float32)
+    raw[:, RAW["forward"]] = 1.0
+    with open(root / "ep00.npz", "wb") as fh:
+        np.savez(fh, tokens=np.zeros((length, gh, gw), np.uint16), actions=raw,
+                 frame_index=np.arange(length, dtype=np.int32))
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest[0]["video"] = str(video)
+    atomic_write_json(root / "manifest.json", manifest)
+    cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30", "--motion-frames", "video")
+    coef, _, field = train.calibrate_motion(cfg, ["ep00.npz"], ActionEncoding(), vq, verbose=False)
+    assert field.shape == (4, 2, gh, gw)
+    assert not coef[:, motion.MOVE_SLICE].any()
+    w_dy = field[0, 1]  # [gh, gw] W's downward motion in tokens per step
+    assert np.abs(w_dy[:gh // 2 - 1]).max() < 0.05  # the sky stays
+    assert np.median(w_dy[gh // 2 + 1:-1]) == pytest.approx(2.0 / (h / gh), abs=0.15)  # the ground comes down
+    zoom_cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30",
+                        "--motion-frames", "video", "--key-motion", "zoom")
+    assert train.calibrate_motion(zoom_cfg, ["ep00.npz"], ActionEncoding(), vq, verbose=False)[2].size == 0
 
 
 def test_motion_from_takes_another_models_calibration_and_refuses_another_tokenizer(setup, lpips_net, tmp_path):
