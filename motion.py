@@ -144,18 +144,22 @@ def key_field_from_coefficients(coef: np.ndarray, grid: tuple[int, int]) -> np.n
 
 
 def fit_key_field(enc: np.ndarray, flow: np.ndarray, token_px: tuple[float, float], fallback: np.ndarray,
-                  iters: int = 10, scale: float = 0.1) -> np.ndarray:
+                  min_moving_px: float = 0.0, iters: int = 10, scale: float = 0.1) -> np.ndarray:
     """Encoded actions [N, 15] of transitions with a still camera and their flow per token cell
     [N, gh, gw, 2] (px; cell_flow) -> the motion of each movement key (W, A, S, D) at every position
     [MOVE_KEYS, 2, gh, gw], tokens per step: per position a least-absolute-deviation fit through the origin
     (robust_fit's reweighting, all positions at once). A key pressed in fewer than MIN_SUBSET_PAIRS
-    transitions keeps its row of `fallback` [MOVE_KEYS, 2, gh, gw].
+    transitions keeps its row of `fallback` [MOVE_KEYS, 2, gh, gw]. Transitions whose picture moves less than
+    `min_moving_px` on average (a key held against a wall) are left out: the field is then the motion of
+    walking where the player can walk, and the network learns where it cannot.
 
     Why a field and not a zoom about the centre: walking moves near things more than far ones. In the
     block world's walking footage the sky and far hills above the middle row hardly move while the ground at
     the bottom moves down about 1 px per step (README, "The keys' flow field"); a zoom about the centre
     fitted to the same footage moves the top rows up as fast as the bottom ones down, so a minute of walking
     pushes the sky out through the top edge and the picture never gets it back."""
+    moving = np.abs(flow).mean(axis=(1, 2, 3)) >= min_moving_px
+    enc, flow = np.asarray(enc)[moving], flow[moving]
     n, gh, gw, _ = flow.shape
     x = np.asarray(enc, np.float64)[:, MOVE_SLICE]  # [N, 4]
     y = (flow / np.asarray(token_px, np.float64)).transpose(0, 3, 1, 2).reshape(n, -1)  # [N, 2*gh*gw] tokens

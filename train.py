@@ -104,6 +104,9 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     """How the movement keys move the picture: a calibrated flow field per token position (motion.fit_key_field:
     the ground moves, the sky stays) or one shift and zoom about the centre per key (README, "The keys' flow
     field")."""
+    key_min_moving_px: float = 0.0
+    """Transitions whose picture moves less than this (mean optical flow, px) are left out of the keys' field
+    fit (motion.fit_key_field): a key held against a wall moves nothing."""
     motion_frames: Literal["tokens", "video"] = "tokens"
     """What the calibration measures motion on: the tokenizer's decoding of the shards' tokens, or the source
     video the manifest names (decoded tokens where it is gone). Decoded frames under-measure sub-token motion
@@ -564,7 +567,8 @@ def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncodin
             ka, kb, _ = frame_pairs(key_items)
             flow = np.stack([motion.cell_flow(ka[i], kb[i], (gh, gw)) for i in range(len(ka))])  # [N, gh, gw, 2]
             field = motion.fit_key_field(np.stack([it["actions"][0].numpy() for it in key_items]), flow, token_px,
-                                         motion.key_field_from_coefficients(coef, (gh, gw)))
+                                         motion.key_field_from_coefficients(coef, (gh, gw)),
+                                         min_moving_px=cfg.key_min_moving_px)
         else:
             field = motion.key_field_from_coefficients(coef, (gh, gw))
         coef[:, motion.MOVE_SLICE] = 0.0  # the field carries the keys' motion

@@ -397,3 +397,17 @@ def test_content_that_left_through_an_edge_comes_back_from_the_edge_memory(edge_
     else:
         assert not torch.equal(tokens, start)  # the edge rows were repeated instead
         assert torch.equal(tokens[0, 3:-2], start[0, 3:-2])  # what never left stayed
+
+
+def test_key_field_fit_can_leave_out_walks_into_a_wall():
+    rng = np.random.default_rng(2)
+    truth = walking_field(GRID)
+    e = np.stack([ENC.encode(make_raw(forward=1.0))] * 100)  # [N, 15]
+    flow = np.einsum("nk,kcyx->nyxc", e[:, motion.MOVE_SLICE], truth) * TOKEN_PX  # [N, gh, gw, 2] px
+    flow[:60] = 0.0  # most presses walk into a wall: nothing moves
+    flow += rng.normal(scale=0.05, size=flow.shape)
+    fallback = np.zeros_like(truth)
+    stuck_median = motion.fit_key_field(e, flow, (TOKEN_PX, TOKEN_PX), fallback)
+    assert np.abs(stuck_median[0]).max() < 0.25 * truth[0].max()  # the typical press hardly moves
+    walking = motion.fit_key_field(e, flow, (TOKEN_PX, TOKEN_PX), fallback, min_moving_px=0.2)
+    np.testing.assert_allclose(walking[0], truth[0], atol=0.03)
