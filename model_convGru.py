@@ -105,12 +105,19 @@ class WorldModelConfig(ModelArchConfig):
     jump_profile: tuple[float, ...] = ()
     """Content shift down per step, in tokens, over the motion.JUMP_STEPS steps after a jump starts,
     calibrated by motion.calibrate_jump; empty = jumps get no motion of their own."""
+    edge_fill: tuple[int, int] = (-1, -1)
+    """The code the edge memory assumes above the top edge and below the bottom one where it has seen nothing
+    (the commonest top-row and bottom-row codes of the training data, train.edge_fill_codes: sky above,
+    ground below); -1 = none, the edge row is repeated there."""
     key_field: tuple[float, ...] = ()
     """Motion of the movement keys W, A, S, D at every token position, flattened [4, 2, grid_h, grid_w] (tokens
     per step, x right and y down), calibrated by motion.fit_key_field; motion_coef's columns for
     those keys are then 0. Empty = the keys move the picture by motion_coef's shift and zoom."""
 
     def __post_init__(self) -> None:
+        self.edge_fill = tuple(int(x) for x in self.edge_fill)  # type: ignore[assignment]
+        if len(self.edge_fill) != 2 or not all(-1 <= x < self.codebook_size for x in self.edge_fill):
+            raise ValueError(f"edge_fill must be two codes (or -1), got {self.edge_fill}")
         if self.kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
         if self.num_layers < 1:
@@ -140,6 +147,7 @@ class WorldModelConfig(ModelArchConfig):
         d["motion_coef"] = list(self.motion_coef)
         d["jump_profile"] = list(self.jump_profile)
         d["key_field"] = list(self.key_field)
+        d["edge_fill"] = list(self.edge_fill)
         return d
 
     @classmethod
@@ -158,13 +166,16 @@ class WorldModelConfig(ModelArchConfig):
 
     @classmethod
     def from_arch(cls, arch: Any, *, codebook_size: int, code_dim: int, grid: tuple[int, int],
-                  motion_coef: Any = None, jump_profile: Any = None, key_field: Any = None
-                  ) -> "WorldModelConfig":
-        """Architecture fields taken from any object that has them (e.g. train.py's TrainConfig)."""
+                  motion_coef: Any = None, jump_profile: Any = None, key_field: Any = None,
+                  edge_fill: Any = None) -> "WorldModelConfig":
+        """Architecture fields taken from any object that has them (e.g. train.py's TrainConfig), plus the
+        calibrated motion (train.calibrate_motion)."""
         kw = {f.name: getattr(arch, f.name) for f in fields(ModelArchConfig)}
         for name, value in (("motion_coef", motion_coef), ("jump_profile", jump_profile), ("key_field", key_field)):
             if value is not None:
                 kw[name] = tuple(float(x) for x in np.asarray(value).reshape(-1))  # flat, as saved
+        if edge_fill is not None:
+            kw["edge_fill"] = tuple(int(x) for x in edge_fill)
         return cls(**kw, codebook_size=int(codebook_size), code_dim=int(code_dim),
                    grid_h=int(grid[0]), grid_w=int(grid[1]))
 
@@ -413,9 +424,9 @@ class WorldModel(nn.Module):
             st["motion_res"] = torch.zeros(batch_size, 2, c.grid_h, c.grid_w, device=device)
             # Steps since the current jump began (-1: on the ground).
             st["jump_age"] = torch.full((batch_size,), -1.0, device=device)
-            if c.edge_memory > 0:  # -1: nothing seen there yet
-                st["edge_mem"] = torch.full((batch_size, 2 * c.edge_memory, c.grid_w), -1, dtype=torch.long,
-                                            device=device)
+            if c.edge_memory > 0:  # nothing seen there yet: the calibrated fill (or -1, none)
+                fill = torch.tensor(c.edge_fill, device=device).repeat_interleave(c.edge_memory)  # [2R]
+                st["edge_mem"] = fill[None, :, None].expand(batch_size, -1, c.grid_w).clone()  # [B, 2R, gw]
         return st
 
     @staticmethod
@@ -499,7 +510,7 @@ class WorldModel(nn.Module):
             moved = (state["motion_res"] + disp - res).round().long()  # [B, 2, gh, gw] whole tokens
             codes, known = motion.recall_edges(state["edge_mem"], tokens, moved)
             warped = torch.where(known, codes, warped)
-            new["edge_mem"] = motion.remember_edges(state["edge_mem"], tokens, moved)
+            new["edge_mem"] = motion.remember_edges(state["edge_mem"], tokens, moved, self.cfg.edge_fill)
         return warped, inside, new
 
     def pending_motion(self, state: State) -> torch.Tensor | None:

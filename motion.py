@@ -330,12 +330,14 @@ def _tape_read(tape: torch.Tensor, src_y: torch.Tensor, src_x: torch.Tensor, r: 
     return torch.where(ok, got, torch.full_like(got, -1))
 
 
-def remember_edges(mem: torch.Tensor, tokens: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+def remember_edges(mem: torch.Tensor, tokens: torch.Tensor, moved: torch.Tensor,
+                   fill: tuple[int, int] = (-1, -1)) -> torch.Tensor:
     """The rows beyond the frame's top and bottom edges, mem [B, 2R, gw] long (rows R-1, ..., 0 going up from
     the top edge, then R, ..., 2R-1 going down from the bottom edge; -1 = never seen), after the frame's
     tokens [B, gh, gw] moved by `moved` [B, 2, gh, gw] (whole tokens, x right and y down) -> the memory in
     the new frame's coordinates. What leaves through an edge is pushed into it, what comes back is taken
-    out; each side moves as the frame's edge row does.
+    out; each side moves as the frame's edge row does. Rows moved in from beyond the memory get `fill`
+    (above, below; WorldModelConfig.edge_fill).
 
     Why: content entering from above or below is otherwise the edge row repeated. Looking down and back up,
     or walking on and back, then brings back whatever the edge row shows now (ground, after a walk has
@@ -347,7 +349,9 @@ def remember_edges(mem: torch.Tensor, tokens: torch.Tensor, moved: torch.Tensor)
     edge = torch.cat([moved[:, :, :1].expand(-1, -1, r, -1), moved[:, :, -1:].expand(-1, -1, r, -1)], 2)  # [B,2,2R,gw]
     src_y = ys[None, :, None] - edge[:, 1]  # [B, 2R, gw]
     src_x = torch.arange(gw, device=dev)[None, None, :] - edge[:, 0]
-    return _tape_read(_edge_tape(mem, tokens), src_y, src_x, r)
+    out = _tape_read(_edge_tape(mem, tokens), src_y, src_x, r)
+    side = torch.tensor(fill, device=dev).repeat_interleave(r)[None, :, None]  # [1, 2R, 1]
+    return torch.where(out < 0, side, out)
 
 
 def recall_edges(mem: torch.Tensor, tokens: torch.Tensor, moved: torch.Tensor

@@ -229,8 +229,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, vqvae: Any, vqvae_path: str, vqvae_ident: str,
                  encoding: ActionEncoding, device: torch.device, dist: Dist = Dist(),
-                 lpips_net: Any = None, motion_coef: np.ndarray | None = None,
-                 jump_profile: np.ndarray | None = None, key_field: np.ndarray | None = None) -> None:
+                 lpips_net: Any = None, motion: dict[str, Any] | None = None) -> None:
         self.cfg, self.device, self.dist, self.encoding = cfg, device, dist, encoding
         self.vqvae = vqvae.to(device).eval()
         for p in self.vqvae.parameters():
@@ -238,8 +237,7 @@ class Trainer:
         self.vqvae_path, self.vqvae_ident = vqvae_path, vqvae_ident
         self.model_cfg = WorldModelConfig.from_arch(cfg, codebook_size=vqvae.codebook_size,
                                                     code_dim=vqvae.code_dim, grid=tuple(vqvae.grid),
-                                                    motion_coef=motion_coef, jump_profile=jump_profile,
-                                                    key_field=key_field)
+                                                    **(motion or {}))
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(self.model_cfg, codebook=vqvae.codebook).to(device)
         if lpips_net is None and cfg.w_lpips > 0:
@@ -495,10 +493,13 @@ def source_frame_pairs(root: Path, entries: dict[str, dict[str, Any]], items: li
     return out
 
 
-def motion_of(path: str, vqvae_ident: str, encoding: ActionEncoding
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The calibrated motion (coefficients [3, 15], jump profile, keys' field) recorded in world-model
-    checkpoint `path`, which must record the same tokenizer identity and action encoding as this run."""
+MOTION_FIELDS = ("motion_coef", "jump_profile", "key_field", "edge_fill")
+"""The WorldModelConfig fields calibrated from the data before step 0 (calibrate_motion)."""
+
+
+def motion_of(path: str, vqvae_ident: str, encoding: ActionEncoding) -> dict[str, Any]:
+    """The calibrated motion (MOTION_FIELDS) recorded in world-model checkpoint `path`, which must record the
+    same tokenizer identity and action encoding as this run."""
     from world_model_io import load_world_model
 
     _, meta = load_world_model(path)
@@ -511,12 +512,24 @@ def motion_of(path: str, vqvae_ident: str, encoding: ActionEncoding
     mc = meta["model_config"]
     if not mc.get("copy_prior", 0) > 0:
         raise TrainingError(f"--motion-from {path}: the model has no motion path (copy_prior 0)")
-    coef = np.asarray(mc["motion_coef"], np.float64).reshape(len(motion.MOTION_ROWS), -1)  # flat, as saved
-    return coef, np.asarray(mc.get("jump_profile", ())), np.asarray(mc.get("key_field", ()))
+    return {k: mc[k] for k in MOTION_FIELDS if k in mc}
+
+
+def edge_fill_codes(root: str, files: list[str]) -> tuple[int, int]:
+    """The commonest code of the top row and of the bottom row of every frame of the training files: what
+    the edge memory assumes beyond an edge it has not seen (model_convGru.WorldModelConfig.edge_fill)."""
+    from dataset import open_shard
+
+    top, bottom = np.zeros(1 << 16, np.int64), np.zeros(1 << 16, np.int64)
+    for f in files:
+        tokens = np.asarray(open_shard(Path(root) / f)["tokens"])  # [T, gh, gw]
+        top += np.bincount(tokens[:, 0].ravel(), minlength=len(top))
+        bottom += np.bincount(tokens[:, -1].ravel(), minlength=len(bottom))
+    return int(top.argmax()), int(bottom.argmax())
 
 
 def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncoding, vqvae: Any,
-                     verbose: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     verbose: bool) -> dict[str, Any]:
     """The motion path's coefficients [3, 15] (motion.calibrate) from `cfg.motion_pairs` transitions of the
     training files, drawn with cfg.seed, measured on the VQ-VAE's decoding of their tokens or (motion_frames
     "video") on the source video where the manifest's file is still there; the jump's profile
@@ -594,7 +607,10 @@ def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncodin
               f"{yaw[0]:+.2f} tokens, pitch +3 deg {pitch[1]:+.2f} tokens, {walk_msg} "
               f"(median error {stats['median_abs_error_px']:.2f} px); a jump rises "
               f"{jstats['peak_rise_tokens']:.2f} tokens at its peak ({len(windows)} onsets)", file=sys.stderr)
-    return coef, jump, field
+    out = {"motion_coef": coef, "jump_profile": jump, "key_field": field}
+    if cfg.edge_memory > 0:
+        out["edge_fill"] = edge_fill_codes(cfg.data, files)
+    return out
 
 
 def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", dict[str, float]], None] | None = None
@@ -639,18 +655,18 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
             raise TrainingError(f"{files.ckpt_dir}: no readable training state to resume from")
     if rec is not None:  # the motion calibration is part of the model: a resumed run keeps its own
         mc = rec["model_config"]
-        coef, jump, field = mc.get("motion_coef"), mc.get("jump_profile"), mc.get("key_field")
+        calibrated = {k: mc[k] for k in MOTION_FIELDS if k in mc}
     elif cfg.copy_prior > 0 and cfg.motion_from:
-        coef, jump, field = motion_of(cfg.motion_from, ident, encoding)
+        calibrated = motion_of(cfg.motion_from, ident, encoding)
         if dist.main:
             print(f"motion taken from {cfg.motion_from} (--motion-from; not calibrated on this data)",
                   file=sys.stderr)
     elif cfg.copy_prior > 0:
-        coef, jump, field = calibrate_motion(cfg, train_files, encoding, vqvae, dist.main)
+        calibrated = calibrate_motion(cfg, train_files, encoding, vqvae, dist.main)
     else:
-        coef = jump = field = None
+        calibrated = {}
     trainer = Trainer(cfg, vqvae, cfg.vqvae, ident, encoding, device, dist, lpips_net=lpips_net,
-                      motion_coef=coef, jump_profile=jump, key_field=field)
+                      motion=calibrated)
     run_id = f"{files.root.name}-{int(time.time())}"
     if rec is not None:
         trainer.load_state_dict(rec, path)

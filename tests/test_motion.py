@@ -411,3 +411,26 @@ def test_key_field_fit_can_leave_out_walks_into_a_wall():
     assert np.abs(stuck_median[0]).max() < 0.25 * truth[0].max()  # the typical press hardly moves
     walking = motion.fit_key_field(e, flow, (TOKEN_PX, TOKEN_PX), fallback, min_moving_px=0.2)
     np.testing.assert_allclose(walking[0], truth[0], atol=0.03)
+
+
+def test_rows_never_seen_beyond_an_edge_come_in_as_the_calibrated_fill():
+    gh, gw = GRID
+    cfg = WorldModelConfig(embed_dim=8, hidden_dim=8, num_layers=1, kernel_size=3, film_hidden=8, head_dim=8,
+                           attn_ctx=0, idm_hidden=8, codebook_size=64, code_dim=4, grid_h=gh, grid_w=gw,
+                           copy_prior=1.0, edge_memory=3, edge_fill=(60, 61),
+                           motion_coef=tuple(coef_for(0.0, -0.25).reshape(-1).tolist()))
+    model = WorldModel(cfg)
+    start = torch.arange(gh * gw).view(1, gh, gw)
+    tokens, state = start, model.init_state(1)
+    for deg in [-4.0] * 2:  # look up 2 tokens: above the frame nothing was seen yet
+        tokens, _, state = model.warp(tokens, enc(pitch_deg=deg), state)
+    assert (tokens[0, :2] == 60).all() and torch.equal(tokens[0, 2:], start[0, :-2])
+    for deg in [4.0] * 2:  # and back: the 2 rows that left through the bottom come back
+        tokens, _, state = model.warp(tokens, enc(pitch_deg=deg), state)
+    assert torch.equal(tokens, start)
+    for deg in [4.0] * 5:  # look down 5: below the frame nothing was seen
+        tokens, _, state = model.warp(tokens, enc(pitch_deg=deg), state)
+    assert torch.equal(tokens[0, :1], start[0, 5:]) and (tokens[0, 1:] == 61).all()
+    for deg in [-4.0] * 5:  # back up: the 3 remembered rows return, the 2 beyond the memory are fill
+        tokens, _, state = model.warp(tokens, enc(pitch_deg=deg), state)
+    assert (tokens[0, :2] == 60).all() and torch.equal(tokens[0, 2:], start[0, 2:])
