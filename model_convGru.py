@@ -74,10 +74,10 @@ class ModelArchConfig:
     copy_prior: float = 4.0
     """Initial weight (logits, learned) of the motion path's prior: the previous frame warped by the action's
     calibrated motion (motion.py). 0 = no motion path: the earlier FiLM-only design."""
-    edge_memory: int = 0
+    edge_memory: int = 24
     """Rows remembered beyond the frame's top and bottom edges per column (motion.remember_edges): content
-    coming back into view from above or below is drawn from them instead of the edge row repeated. 0 = none
-    (needs the motion path)."""
+    coming back into view from above or below is drawn from them instead of the edge row repeated (README,
+    "The keys' flow field and the edge memory"). 0 = none; needs the motion path."""
     entering_prior: float = 4.0
     """Initial weight (logits, learned, separate from copy_prior) of a prior on the wrapped content where
     content enters the view (what left on the other side; motion.warp_sources). 0 = none: the network draws

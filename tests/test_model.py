@@ -211,7 +211,7 @@ def test_mixed_precision_keeps_an_fp32_state():
     actions = random_actions(2, 3, gen)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, state = model.forward_sequence(tokens, actions)
-    assert all(v.dtype == torch.float32 for v in state.values())
+    assert all(v.dtype == torch.float32 for k, v in state.items() if k != "edge_mem")  # that one holds codes
     assert torch.isfinite(logits.float()).all()
     logits.float().logsumexp(1).mean().backward()
     assert model.cells[0].x_proj[1].weight.grad.abs().sum() > 0

@@ -412,7 +412,8 @@ def test_cli_main_reports_errors_cleanly(setup, tmp_path, capsys):
 def test_motion_calibration_measures_the_source_video_where_it_still_is(setup, tmp_path):
     """The tokens of these shards never move (a tokenizer that missed every sub-token motion) while their
     source video pans 2 px (half a token) per 8-degree turn: calibrated on the video (--motion-frames video),
-    a turn moves half a token; on the decoded tokens (the default, or the video gone) it moves nothing."""
+    a turn moves half a token; on the decoded tokens (--motion-frames tokens, or the video gone) it moves
+    nothing."""
     import video_io
     from vq_vae import load_vqvae
 
@@ -437,7 +438,8 @@ def test_motion_calibration_measures_the_source_video_where_it_still_is(setup, t
     turn = enc.encode(np.eye(1, RAW_DIM, RAW["yaw_deg"], dtype=np.float32)[0] * 8.0)
     coef = train.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)["motion_coef"]
     assert (coef[0] @ turn) == pytest.approx(-2.0 / (w / gw), abs=0.1)  # content moves left, half a token
-    tokens_cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30")
+    tokens_cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30",
+                          "--motion-frames", "tokens")
     assert train.calibrate_motion(tokens_cfg, ["ep00.npz"], enc, vq, verbose=False)["motion_coef"][0] @ turn == 0.0
     video.unlink()
     coef = train.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)["motion_coef"]
