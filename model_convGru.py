@@ -107,7 +107,7 @@ class WorldModelConfig(ModelArchConfig):
     calibrated by motion.calibrate_jump; empty = jumps get no motion of their own."""
     edge_fill: tuple[int, int] = (-1, -1)
     """The code the edge memory assumes above the top edge and below the bottom one where it has seen nothing
-    (the commonest top-row and bottom-row codes of the training data, train.edge_fill_codes: sky above,
+    (the commonest top-row and bottom-row codes of the training data, calibration.edge_fill_codes: sky above,
     ground below); -1 = none, the edge row is repeated there."""
     key_field: tuple[float, ...] = ()
     """Motion of the movement keys W, A, S, D at every token position, flattened [4, 2, grid_h, grid_w] (tokens
@@ -169,7 +169,7 @@ class WorldModelConfig(ModelArchConfig):
                   motion_coef: Any = None, jump_profile: Any = None, key_field: Any = None,
                   edge_fill: Any = None) -> "WorldModelConfig":
         """Architecture fields taken from any object that has them (e.g. train.py's TrainConfig), plus the
-        calibrated motion (train.calibrate_motion)."""
+        calibrated motion (calibration.calibrate_motion)."""
         kw = {f.name: getattr(arch, f.name) for f in fields(ModelArchConfig)}
         for name, value in (("motion_coef", motion_coef), ("jump_profile", jump_profile), ("key_field", key_field)):
             if value is not None:

@@ -35,10 +35,9 @@ import torch
 
 import ckpt_io
 import config as config_mod
-import motion
 import train_diagnostics
-import video_io
-from actions import ENC_FIELDS, ActionEncoding, make_raw
+from actions import ActionEncoding
+from calibration import MOTION_FIELDS, calibrate_motion
 from compat import check_compatible, shards_side, vqvae_side
 from curriculum import BrakeState, CurriculumConfig, brake_update, check_window, initial_brake, lr_factor
 from devices import Dist, PhaseTimer, all_reduce_mean_grads, amp_settings, autocast, resolve_device
@@ -97,7 +96,7 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     motion_pairs: int = 600
     """Training transitions the motion path is calibrated on before step 0 (with copy_prior > 0)."""
     motion_from: str = ""
-    """World-model checkpoint whose calibrated motion (coefficients and jump profile) this run takes instead
+    """World-model checkpoint whose calibrated motion (calibration.MOTION_FIELDS) this run takes instead
     of calibrating its own; it must share this run's tokenizer and action encoding. For a fair comparison of
     data or objectives at the same motion, or a calibration measured on other data. Empty = calibrate."""
     key_motion: Literal["field", "zoom"] = "field"
@@ -106,7 +105,7 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     field")."""
     edge_fill: bool = False
     """Rows the edge memory has never seen come in as the commonest top-row / bottom-row code of the training
-    data (train.edge_fill_codes) instead of the repeated edge row. Off: on the held-out seed it lowers PSNR@16
+    data (calibration.edge_fill_codes) instead of the repeated edge row. Off: on the held-out seed it lowers PSNR@16
     by 0.3 dB for little more code diversity (README, "The keys' flow field and the edge memory")."""
     key_min_moving_px: float = 0.0
     """Transitions whose picture moves less than this (mean optical flow, px) are left out of the keys' field
@@ -233,7 +232,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, vqvae: Any, vqvae_path: str, vqvae_ident: str,
                  encoding: ActionEncoding, device: torch.device, dist: Dist = Dist(),
-                 lpips_net: Any = None, motion: dict[str, Any] | None = None) -> None:
+                 lpips_net: Any = None, calibrated: dict[str, Any] | None = None) -> None:
         self.cfg, self.device, self.dist, self.encoding = cfg, device, dist, encoding
         self.vqvae = vqvae.to(device).eval()
         for p in self.vqvae.parameters():
@@ -241,7 +240,7 @@ class Trainer:
         self.vqvae_path, self.vqvae_ident = vqvae_path, vqvae_ident
         self.model_cfg = WorldModelConfig.from_arch(cfg, codebook_size=vqvae.codebook_size,
                                                     code_dim=vqvae.code_dim, grid=tuple(vqvae.grid),
-                                                    **(motion or {}))
+                                                    **(calibrated or {}))
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(self.model_cfg, codebook=vqvae.codebook).to(device)
         if lpips_net is None and cfg.w_lpips > 0:
@@ -468,39 +467,6 @@ def _loader(dataset: Any, sampler: Any, workers: int, device: torch.device):
                       persistent_workers=workers > 0)
 
 
-def source_frame_pairs(root: Path, entries: dict[str, dict[str, Any]], items: list[dict[str, Any]],
-                       size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray] | None]:
-    """The frames (uint8 [H, W, 3] twice, resized as preprocess.py resized them) of each 2-frame window in
-    `items` (TokenWindowDataset items) from the source video its shard's manifest entry names, at the
-    shard's frame_index; None where that video is gone or unreadable."""
-    from dataset import open_shard
-    from sources import SourceError, count_frames, decode_kept
-
-    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(items)
-    by_file: dict[str, list[int]] = {}
-    for k, it in enumerate(items):
-        by_file.setdefault(it["file"], []).append(k)
-    for f, ks in by_file.items():
-        video = entries[f].get("video")
-        if not video or not Path(video).is_file():
-            continue
-        index = np.asarray(open_shard(root / f)["frame_index"])
-        want = {k: (int(index[items[k]["start"]]), int(index[items[k]["start"] + 1])) for k in ks}
-        frames_at = sorted({i for pair in want.values() for i in pair})
-        try:
-            got = np.concatenate(list(decode_kept(video, np.asarray(frames_at), size, count_frames(video))))
-        except (OSError, SourceError, video_io.VideoError, IndexError):
-            continue
-        pos = {i: n for n, i in enumerate(frames_at)}
-        for k, (a, b) in want.items():
-            out[k] = (got[pos[a]], got[pos[b]])
-    return out
-
-
-MOTION_FIELDS = ("motion_coef", "jump_profile", "key_field", "edge_fill")
-"""The WorldModelConfig fields calibrated from the data before step 0 (calibrate_motion)."""
-
-
 def motion_of(path: str, vqvae_ident: str, encoding: ActionEncoding) -> dict[str, Any]:
     """The calibrated motion (MOTION_FIELDS) recorded in world-model checkpoint `path`, which must record the
     same tokenizer identity and action encoding as this run."""
@@ -517,104 +483,6 @@ def motion_of(path: str, vqvae_ident: str, encoding: ActionEncoding) -> dict[str
     if not mc.get("copy_prior", 0) > 0:
         raise TrainingError(f"--motion-from {path}: the model has no motion path (copy_prior 0)")
     return {k: mc[k] for k in MOTION_FIELDS if k in mc}
-
-
-def edge_fill_codes(root: str, files: list[str]) -> tuple[int, int]:
-    """The commonest code of the top row and of the bottom row of every frame of the training files: what
-    the edge memory assumes beyond an edge it has not seen (model_convGru.WorldModelConfig.edge_fill)."""
-    from dataset import open_shard
-
-    top, bottom = np.zeros(1 << 16, np.int64), np.zeros(1 << 16, np.int64)
-    for f in files:
-        tokens = np.asarray(open_shard(Path(root) / f)["tokens"])  # [T, gh, gw]
-        top += np.bincount(tokens[:, 0].ravel(), minlength=len(top))
-        bottom += np.bincount(tokens[:, -1].ravel(), minlength=len(bottom))
-    return int(top.argmax()), int(bottom.argmax())
-
-
-def calibrate_motion(cfg: TrainConfig, files: list[str], encoding: ActionEncoding, vqvae: Any,
-                     verbose: bool) -> dict[str, Any]:
-    """The motion path's coefficients [3, 15] (motion.calibrate) from `cfg.motion_pairs` transitions of the
-    training files, drawn with cfg.seed, measured on the VQ-VAE's decoding of their tokens or (motion_frames
-    "video") on the source video where the manifest's file is still there; the jump's profile
-    [motion.JUMP_STEPS] (motion.calibrate_jump) from up to as many clean jump onsets, each decoded by the
-    VQ-VAE; and (key_motion "field") the movement keys' field [4, 2, gh, gw] (motion.fit_key_field) from up
-    to as many transitions with a key pressed and the camera still, measured on the same frames."""
-    from dataset import TokenWindowDataset, open_shard
-
-    pairs_ds = TokenWindowDataset(cfg.data, 2, encoding, files=files)
-    rng = np.random.default_rng(cfg.seed)
-    idx = rng.choice(len(pairs_ds), size=min(cfg.motion_pairs, len(pairs_ds)), replace=False)
-    items = [pairs_ds[int(i)] for i in idx]
-    walk = [ENC_FIELDS.index("W"), ENC_FIELDS.index("S")]
-
-    @torch.no_grad()
-    def decode(tokens: np.ndarray) -> np.ndarray:
-        dev = next(vqvae.parameters()).device
-        return np.concatenate([vqvae.to_uint8(vqvae.decode_code(torch.from_numpy(tokens[i:i + 64]).to(dev)))
-                               for i in range(0, len(tokens), 64)])
-
-    gh, gw = vqvae.grid
-    token_px = (vqvae.cfg.frame_width / gw, vqvae.cfg.frame_height / gh)
-
-    def frame_pairs(items: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, int]:
-        """Each 2-frame item's frames (fa, fb: uint8 [N, H, W, 3]) and how many came from the video."""
-        source: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(items)
-        if cfg.motion_frames == "video":
-            source = source_frame_pairs(Path(cfg.data), {e["file"]: e for e in pairs_ds.entries}, items,
-                                        (vqvae.cfg.frame_width, vqvae.cfg.frame_height))
-        missing = [k for k, s in enumerate(source) if s is None]
-        if missing:  # the pairs the video did not supply, decoded in one pass
-            decoded = decode(np.stack([items[k]["tokens"][:2].numpy() for k in missing]).reshape(-1, gh, gw))
-            for n, k in enumerate(missing):  # decoded: [2 * len(missing), H, W, 3], pairs in order
-                source[k] = (decoded[2 * n], decoded[2 * n + 1])
-        return (np.stack([s[0] for s in source]), np.stack([s[1] for s in source]),  # type: ignore[index]
-                len(items) - len(missing))
-
-    fa, fb, on_video = frame_pairs(items)
-    enc = np.stack([it["actions"][0].numpy() for it in items])
-    coef, stats = motion.calibrate(fa, fb, enc, token_px, lambda e: bool((e[walk] >= 0.5).any()))
-    field = np.zeros(0)
-    if cfg.key_motion == "field":
-        keyed = np.concatenate([pairs_ds.window_index(f, np.flatnonzero(motion.walking_still(
-            encoding.encode(pairs_ds.raw_actions(f))))) for f in range(len(pairs_ds.files))])
-        keyed = keyed[rng.permutation(len(keyed))[:cfg.motion_pairs]]
-        if len(keyed):
-            key_items = [pairs_ds[int(i)] for i in keyed]
-            ka, kb, _ = frame_pairs(key_items)
-            flow = np.stack([motion.cell_flow(ka[i], kb[i], (gh, gw)) for i in range(len(ka))])  # [N, gh, gw, 2]
-            field = motion.fit_key_field(np.stack([it["actions"][0].numpy() for it in key_items]), flow, token_px,
-                                         motion.key_field_from_coefficients(coef, (gh, gw)),
-                                         min_moving_px=cfg.key_min_moving_px)
-        else:
-            field = motion.key_field_from_coefficients(coef, (gh, gw))
-        coef[:, motion.MOVE_SLICE] = 0.0  # the field carries the keys' motion
-    windows = []
-    for f in files:
-        shard = open_shard(Path(cfg.data) / f)
-        windows += [np.asarray(shard["tokens"][s:s + motion.JUMP_STEPS + 1]).astype(np.int64)
-                    for s in motion.jump_onsets(np.asarray(shard["actions"]))]
-    if len(windows) > cfg.motion_pairs:
-        windows = [windows[int(i)] for i in rng.choice(len(windows), size=cfg.motion_pairs, replace=False)]
-    jump, jstats = motion.calibrate_jump(windows, decode, token_px[1])
-    if verbose:
-        yaw = coef[:2] @ encoding.encode(make_raw(yaw_deg=4.0))
-        pitch = coef[:2] @ encoding.encode(make_raw(pitch_deg=3.0))
-        if len(field):
-            w_dy = field[0, 1]  # [gh, gw] W's downward motion
-            walk_msg = (f"W moves the top row {w_dy[0].mean():+.3f} and the bottom row {w_dy[-1].mean():+.3f} "
-                        f"tokens down per step (field)")
-        else:
-            walk_msg = f"W zooms {coef[2] @ encoding.encode(make_raw(forward=1.0)):+.3f} per step"
-        print(f"motion calibration on {len(items)} transitions ({on_video} from the source video, the rest "
-              f"decoded from tokens): yaw +4 deg moves the picture "
-              f"{yaw[0]:+.2f} tokens, pitch +3 deg {pitch[1]:+.2f} tokens, {walk_msg} "
-              f"(median error {stats['median_abs_error_px']:.2f} px); a jump rises "
-              f"{jstats['peak_rise_tokens']:.2f} tokens at its peak ({len(windows)} onsets)", file=sys.stderr)
-    out = {"motion_coef": coef, "jump_profile": jump, "key_field": field}
-    if cfg.edge_memory > 0 and cfg.edge_fill:
-        out["edge_fill"] = edge_fill_codes(cfg.data, files)
-    return out
 
 
 def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", dict[str, float]], None] | None = None
@@ -670,7 +538,7 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
     else:
         calibrated = {}
     trainer = Trainer(cfg, vqvae, cfg.vqvae, ident, encoding, device, dist, lpips_net=lpips_net,
-                      motion=calibrated)
+                      calibrated=calibrated)
     run_id = f"{files.root.name}-{int(time.time())}"
     if rec is not None:
         trainer.load_state_dict(rec, path)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import calibration
 import config as config_mod
 import devices
 import motion
@@ -436,13 +437,14 @@ def test_motion_calibration_measures_the_source_video_where_it_still_is(setup, t
     cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30", "--motion-frames", "video")
     enc = ActionEncoding()
     turn = enc.encode(np.eye(1, RAW_DIM, RAW["yaw_deg"], dtype=np.float32)[0] * 8.0)
-    coef = train.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)["motion_coef"]
+    coef = calibration.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)["motion_coef"]
     assert (coef[0] @ turn) == pytest.approx(-2.0 / (w / gw), abs=0.1)  # content moves left, half a token
     tokens_cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30",
                           "--motion-frames", "tokens")
-    assert train.calibrate_motion(tokens_cfg, ["ep00.npz"], enc, vq, verbose=False)["motion_coef"][0] @ turn == 0.0
+    got = calibration.calibrate_motion(tokens_cfg, ["ep00.npz"], enc, vq, verbose=False)
+    assert got["motion_coef"][0] @ turn == 0.0
     video.unlink()
-    coef = train.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)["motion_coef"]
+    coef = calibration.calibrate_motion(cfg, ["ep00.npz"], enc, vq, verbose=False)["motion_coef"]
     assert coef[0] @ turn == 0.0
 
 
@@ -474,7 +476,7 @@ def test_key_field_is_calibrated_where_walking_moves_the_picture(setup, tmp_path
     manifest[0]["video"] = str(video)
     atomic_write_json(root / "manifest.json", manifest)
     cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30", "--motion-frames", "video")
-    got = train.calibrate_motion(cfg, ["ep00.npz"], ActionEncoding(), vq, verbose=False)
+    got = calibration.calibrate_motion(cfg, ["ep00.npz"], ActionEncoding(), vq, verbose=False)
     coef, field = got["motion_coef"], got["key_field"]
     assert field.shape == (4, 2, gh, gw)
     assert not coef[:, motion.MOVE_SLICE].any()
@@ -483,7 +485,8 @@ def test_key_field_is_calibrated_where_walking_moves_the_picture(setup, tmp_path
     assert np.median(w_dy[gh // 2 + 1:-1]) == pytest.approx(2.0 / (h / gh), abs=0.15)  # the ground comes down
     zoom_cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30",
                         "--motion-frames", "video", "--key-motion", "zoom")
-    assert train.calibrate_motion(zoom_cfg, ["ep00.npz"], ActionEncoding(), vq, verbose=False)["key_field"].size == 0
+    got = calibration.calibrate_motion(zoom_cfg, ["ep00.npz"], ActionEncoding(), vq, verbose=False)
+    assert got["key_field"].size == 0
 
 
 def test_edge_fill_is_the_commonest_top_and_bottom_row_code(tmp_path):
@@ -493,7 +496,7 @@ def test_edge_fill_is_the_commonest_top_and_bottom_row_code(tmp_path):
     tokens[:, 1:-1, :] = 5  # the commonest code overall is neither
     np.savez(tmp_path / "a.npz", tokens=tokens, actions=np.zeros((19, RAW_DIM), np.float32),
              frame_index=np.arange(20, dtype=np.int32))
-    assert train.edge_fill_codes(str(tmp_path), ["a.npz"]) == (7, 3)
+    assert calibration.edge_fill_codes(str(tmp_path), ["a.npz"]) == (7, 3)
 
 
 def test_motion_from_takes_another_models_calibration_and_refuses_another_tokenizer(setup, lpips_net, tmp_path):
