@@ -374,8 +374,11 @@ def test_a_walk_with_a_key_field_moves_the_ground_and_keeps_the_sky():
     with pytest.raises(ValueError, match="key_field needs"):
         WorldModelConfig(grid_h=gh, grid_w=gw, key_field=(0.0,) * 5)
     old = cfg.to_dict()
-    del old["key_field"]  # a checkpoint from before the field
-    assert WorldModelConfig.from_dict(old).key_field == ()
+    for k in ("key_field", "edge_memory", "edge_fill"):  # a checkpoint from before the field and the memory
+        del old[k]
+    got = WorldModelConfig.from_dict(old)
+    assert got.key_field == () and got.edge_memory == 0 and got.edge_fill == (-1, -1)
+    assert "edge_mem" not in WorldModel(got).init_state(1)  # it steps as it did when it was saved
 
 
 @pytest.mark.parametrize("edge_memory", [0, 8])
