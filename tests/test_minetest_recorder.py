@@ -39,8 +39,11 @@ def start_recorder(out: Path, tag: str, *args: str, seconds: float = 3) -> subpr
     how leftovers are found."""
     cmd = [sys.executable, "-m", "minetest_recorder", "--out", str(out), "--seconds", str(seconds), "--seed", "0",
            "--warmup", "2", "--port", str(free_udp_port()), *args]
+    # SIGINT back to its default: a shell without job control starts background jobs (a CI runner's `cmd &`)
+    # with SIGINT ignored, the child inherits that, and Python then installs no Ctrl-C handler at all.
     return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, **{TAG: tag}), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def tagged_processes(tag: str) -> list[str]:
