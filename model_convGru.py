@@ -75,7 +75,7 @@ class ModelArchConfig:
     """Initial weight (logits, learned) of the motion path's prior: the previous frame warped by the action's
     calibrated motion (motion.py). 0 = no motion path: the earlier FiLM-only design."""
     edge_memory: int = 24
-    """Rows remembered beyond the frame's top and bottom edges per column (motion.remember_edges): content
+    """Rows remembered beyond the frame's top and bottom edges per column (motion.edge_step): content
     coming back into view from above or below is drawn from them instead of the edge row repeated (README,
     "The keys' flow field and the edge memory"). 0 = none; needs the motion path."""
     entering_prior: float = 4.0
@@ -508,9 +508,8 @@ class WorldModel(nn.Module):
         warped = motion.gather_tokens(tokens, src)
         if "edge_mem" in state:
             moved = (state["motion_res"] + disp - res).round().long()  # [B, 2, gh, gw] whole tokens
-            codes, known = motion.recall_edges(state["edge_mem"], tokens, moved)
+            codes, known, new["edge_mem"] = motion.edge_step(state["edge_mem"], tokens, moved, self.cfg.edge_fill)
             warped = torch.where(known, codes, warped)
-            new["edge_mem"] = motion.remember_edges(state["edge_mem"], tokens, moved, self.cfg.edge_fill)
         return warped, inside, new
 
     def pending_motion(self, state: State) -> torch.Tensor | None:

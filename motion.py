@@ -313,7 +313,7 @@ def gather_map(x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
 
 
 def _edge_tape(mem: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Memory [B, 2R, gw] (see remember_edges) and frame tokens [B, gh, gw] -> the column tape
+    """Memory [B, 2R, gw] (see edge_step) and frame tokens [B, gh, gw] -> the column tape
     [B, 2R + gh, gw]: R rows above the frame, the frame (row y at R + y), R rows below."""
     r = mem.shape[1] // 2
     return torch.cat([mem[:, :r], tokens, mem[:, r:]], dim=1)
@@ -330,14 +330,16 @@ def _tape_read(tape: torch.Tensor, src_y: torch.Tensor, src_x: torch.Tensor, r: 
     return torch.where(ok, got, torch.full_like(got, -1))
 
 
-def remember_edges(mem: torch.Tensor, tokens: torch.Tensor, moved: torch.Tensor,
-                   fill: tuple[int, int] = (-1, -1)) -> torch.Tensor:
-    """The rows beyond the frame's top and bottom edges, mem [B, 2R, gw] long (rows R-1, ..., 0 going up from
-    the top edge, then R, ..., 2R-1 going down from the bottom edge; -1 = never seen), after the frame's
-    tokens [B, gh, gw] moved by `moved` [B, 2, gh, gw] (whole tokens, x right and y down) -> the memory in
-    the new frame's coordinates. What leaves through an edge is pushed into it, what comes back is taken
-    out; each side moves as the frame's edge row does. Rows moved in from beyond the memory get `fill`
-    (above, below; WorldModelConfig.edge_fill).
+def edge_step(mem: torch.Tensor, tokens: torch.Tensor, moved: torch.Tensor, fill: tuple[int, int] = (-1, -1)
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of the memory of the rows beyond the frame's top and bottom edges. mem [B, 2R, gw] long: rows
+    R-1, ..., 0 going up from the top edge, then R, ..., 2R-1 going down from the bottom edge (-1 = never
+    seen); the frame's tokens [B, gh, gw] move by `moved` [B, 2, gh, gw] (whole tokens, x right and y down).
+    Returns (codes [B, gh, gw], known [B, gh, gw], new memory [B, 2R, gw]): for each position of the new frame
+    whose content came from beyond the top or bottom edge, the remembered code there and whether one was
+    remembered; and the memory in the new frame's coordinates, where what left through an edge is pushed in
+    and what came back taken out, each side moving as the frame's edge row does, and rows moved in from
+    beyond the memory get `fill` (above, below; WorldModelConfig.edge_fill).
 
     Why: content entering from above or below is otherwise the edge row repeated. Looking down and back up,
     or walking on and back, then brings back whatever the edge row shows now (ground, after a walk has
@@ -345,27 +347,16 @@ def remember_edges(mem: torch.Tensor, tokens: torch.Tensor, moved: torch.Tensor,
     r = mem.shape[1] // 2
     gh, gw = tokens.shape[-2:]
     dev = tokens.device
+    tape = _edge_tape(mem, tokens)
+    xs = torch.arange(gw, device=dev)[None, None, :]
+    src_y = torch.arange(gh, device=dev)[None, :, None] - moved[:, 1]  # [B, gh, gw]
+    codes = _tape_read(tape, src_y, xs - moved[:, 0], r)
+    known = ((src_y < 0) | (src_y >= gh)) & (codes >= 0)
     ys = torch.cat([torch.arange(-r, 0, device=dev), torch.arange(gh, gh + r, device=dev)])  # [2R] frame rows
     edge = torch.cat([moved[:, :, :1].expand(-1, -1, r, -1), moved[:, :, -1:].expand(-1, -1, r, -1)], 2)  # [B,2,2R,gw]
-    src_y = ys[None, :, None] - edge[:, 1]  # [B, 2R, gw]
-    src_x = torch.arange(gw, device=dev)[None, None, :] - edge[:, 0]
-    out = _tape_read(_edge_tape(mem, tokens), src_y, src_x, r)
+    kept = _tape_read(tape, ys[None, :, None] - edge[:, 1], xs - edge[:, 0], r)  # [B, 2R, gw]
     side = torch.tensor(fill, device=dev).repeat_interleave(r)[None, :, None]  # [1, 2R, 1]
-    return torch.where(out < 0, side, out)
-
-
-def recall_edges(mem: torch.Tensor, tokens: torch.Tensor, moved: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each position of the new frame whose content came from beyond the top or bottom edge (tokens
-    [B, gh, gw] moved by `moved` [B, 2, gh, gw] whole tokens), the remembered code there (memory mem
-    [B, 2R, gw], remember_edges) -> (codes [B, gh, gw], known [B, gh, gw]: a code was remembered)."""
-    r = mem.shape[1] // 2
-    gh, gw = tokens.shape[-2:]
-    dev = tokens.device
-    src_y = torch.arange(gh, device=dev)[None, :, None] - moved[:, 1]  # [B, gh, gw]
-    src_x = torch.arange(gw, device=dev)[None, None, :] - moved[:, 0]
-    codes = _tape_read(_edge_tape(mem, tokens), src_y, src_x, r)
-    return codes, ((src_y < 0) | (src_y >= gh)) & (codes >= 0)
+    return codes, known, torch.where(kept < 0, side, kept)
 
 
 def subtoken_shift(img: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

@@ -410,6 +410,20 @@ def test_cli_main_reports_errors_cleanly(setup, tmp_path, capsys):
     assert e.value.code == 2 and "never grows" in capsys.readouterr().err
 
 
+def still_tokens_beside_video(setup, tmp_path: Path, video: Path, raw: np.ndarray, grid: tuple[int, int]) -> Path:
+    """One shard of len(raw) + 1 frames whose tokens never move, with actions `raw` and its manifest naming
+    `video` as its source: calibrated on the video, the motion is the video's."""
+    length = len(raw) + 1
+    root = write_shards(tmp_path / "shards", setup["vq"], setup["ident"], n_files=1, length=length)
+    with open(root / "ep00.npz", "wb") as fh:
+        np.savez(fh, tokens=np.zeros((length, *grid), np.uint16), actions=raw,
+                 frame_index=np.arange(length, dtype=np.int32))
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest[0]["video"] = str(video)
+    atomic_write_json(root / "manifest.json", manifest)
+    return root
+
+
 def test_motion_calibration_measures_the_source_video_where_it_still_is(setup, tmp_path):
     """The tokens of these shards never move (a tokenizer that missed every sub-token motion) while their
     source video pans 2 px (half a token) per 8-degree turn: calibrated on the video (--motion-frames video),
@@ -425,15 +439,9 @@ def test_motion_calibration_measures_the_source_video_where_it_still_is(setup, t
     scene = video_io.resize(np.kron(coarse, np.ones((4, 4, 1), np.uint8)), (w + 2 * length, h))
     video = tmp_path / "pan.mp4"
     video_io.write_mp4(video, [scene[:, 2 * t:2 * t + w] for t in range(length)], fps=16)
-    root = write_shards(tmp_path / "shards", setup["vq"], setup["ident"], n_files=1, length=length)
     raw = np.zeros((length - 1, RAW_DIM), np.float32)
     raw[:, RAW["yaw_deg"]] = 8.0
-    with open(root / "ep00.npz", "wb") as fh:
-        np.savez(fh, tokens=np.zeros((length, gh, gw), np.uint16), actions=raw,
-                 frame_index=np.arange(length, dtype=np.int32))
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest[0]["video"] = str(video)
-    atomic_write_json(root / "manifest.json", manifest)
+    root = still_tokens_beside_video(setup, tmp_path, video, raw, (gh, gw))
     cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30", "--motion-frames", "video")
     enc = ActionEncoding()
     turn = enc.encode(np.eye(1, RAW_DIM, RAW["yaw_deg"], dtype=np.float32)[0] * 8.0)
@@ -466,15 +474,9 @@ def test_key_field_is_calibrated_where_walking_moves_the_picture(setup, tmp_path
     frames = [np.concatenate([sky, ground[2 * length - 2 * t:2 * length - 2 * t + h // 2]]) for t in range(length)]
     video = tmp_path / "walk.mp4"
     video_io.write_mp4(video, frames, fps=16)
-    root = write_shards(tmp_path / "shards", setup["vq"], setup["ident"], n_files=1, length=length)
     raw = np.zeros((length - 1, RAW_DIM), np.float32)
     raw[:, RAW["forward"]] = 1.0
-    with open(root / "ep00.npz", "wb") as fh:
-        np.savez(fh, tokens=np.zeros((length, gh, gw), np.uint16), actions=raw,
-                 frame_index=np.arange(length, dtype=np.int32))
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest[0]["video"] = str(video)
-    atomic_write_json(root / "manifest.json", manifest)
+    root = still_tokens_beside_video(setup, tmp_path, video, raw, (gh, gw))
     cfg = make_cfg(setup, tmp_path / "run", "--data", str(root), "--motion-pairs", "30", "--motion-frames", "video")
     got = calibration.calibrate_motion(cfg, ["ep00.npz"], ActionEncoding(), vq, verbose=False)
     coef, field = got["motion_coef"], got["key_field"]
