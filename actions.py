@@ -86,6 +86,19 @@ class ActionEncoding:
                 kw[name] = tuple(float(x) for x in d[name])
         return cls(**kw)
 
+    def mirrored_columns(self) -> list[tuple[int, int]]:
+        """Pairs of encoded camera columns that stand for opposite turns (c and -c degrees per step): every
+        yaw and pitch slot pair when the axis's centres (graded) or edges (bins) are symmetric about 0, none
+        for an axis whose are not."""
+        pairs: list[tuple[int, int]] = []
+        for sl, values in ((YAW_SLICE, self.yaw_centres if self.camera == "graded" else self.yaw_edges),
+                           (PITCH_SLICE, self.pitch_centres if self.camera == "graded" else self.pitch_edges)):
+            v = np.asarray(values, dtype=np.float64)
+            if np.allclose(v, -v[::-1]):
+                n = sl.stop - sl.start
+                pairs += [(sl.start + i, sl.stop - 1 - i) for i in range(n // 2)]
+        return pairs
+
     def encode(self, raw: np.ndarray) -> np.ndarray:
         """raw [..., 9] -> encoded [..., 15] float32."""
         raw = np.asarray(raw, dtype=np.float32)

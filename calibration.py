@@ -103,7 +103,8 @@ def calibrate_motion(cfg: Any, files: list[str], encoding: ActionEncoding, vqvae
 
     fa, fb, on_video = frame_pairs(items)
     enc = np.stack([it["actions"][0].numpy() for it in items])
-    coef, stats = motion.calibrate(fa, fb, enc, token_px, lambda e: bool((e[walk] >= 0.5).any()))
+    coef, stats = motion.calibrate(fa, fb, enc, token_px, lambda e: bool((e[walk] >= 0.5).any()),
+                                   encoding.mirrored_columns())
     field = np.zeros(0)
     if cfg.key_motion == "field":
         keyed = np.concatenate([pairs_ds.window_index(f, np.flatnonzero(motion.walking_still(

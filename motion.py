@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import metrics as M
-from actions import (CAMERA_SLICE, ENC_DIM, ENC_FIELDS, KEYS_SLICE, PITCH_NONE_BIN, PITCH_SLICE, RAW, YAW_NONE_BIN,
+from actions import (ENC_DIM, ENC_FIELDS, KEYS_SLICE, PITCH_NONE_BIN, PITCH_SLICE, RAW, YAW_NONE_BIN,
                      YAW_SLICE)
 
 MOTION_ROWS = ("dx", "dy", "zoom")
@@ -89,29 +89,54 @@ def walking_still(enc: np.ndarray) -> np.ndarray:
     return camera_still(enc) & (enc[..., MOVE_SLICE].max(axis=-1) > 0.5) & ~modifiers
 
 
-def fit_coefficients(enc: np.ndarray, shift_px: np.ndarray, expansion: np.ndarray,
-                     token_px: tuple[float, float]) -> np.ndarray:
-    """Encoded actions [N, 15], measured content shift [N, 2] (px, +x right, +y down), zoom [N] (NaN where
-    not measured) and the token size (px_x, px_y) -> coefficients [3, 15] (see MOTION_ROWS).
+def _folded(cols: list[int], mirror: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Columns to fit -> [len(cols), G] map from G free coefficients to them: a mirrored pair (a, b) of
+    `cols` shares one coefficient, +1 on a and -1 on b; every other column has its own."""
+    pair_of = {a: b for a, b in mirror if a in cols and b in cols}
+    seconds = set(pair_of.values())
+    free = [c for c in cols if c not in seconds]
+    fold = np.zeros((len(cols), len(free)))
+    for g, c in enumerate(free):
+        fold[cols.index(c), g] = 1.0
+        if c in pair_of:
+            fold[cols.index(pair_of[c]), g] = -1.0
+    return fold
 
-    The camera's shift is fitted on transitions without a movement key and the keys' shift and zoom on
-    transitions with a still camera. Why: motion does not add up. Walking while turning moves near content
-    more than far content, and one linear fit over all transitions gives each action part of the others'
-    error (on the demo's video the joint fit made strafing left 1.6 px per step and right 1.2, where steps
-    with a still camera move 0.98 and 1.06, as the game does). A subset too small for its own fit (footage
-    where W is always held) falls back to the fit over all transitions."""
+
+def fit_coefficients(enc: np.ndarray, shift_px: np.ndarray, expansion: np.ndarray,
+                     token_px: tuple[float, float], mirror: Sequence[tuple[int, int]] = ()) -> np.ndarray:
+    """Encoded actions [N, 15], measured content shift [N, 2] (px, +x right, +y down), zoom [N] (NaN where
+    not measured) and the token size (px_x, px_y) -> coefficients [3, 15] (see MOTION_ROWS). `mirror`:
+    pairs of camera columns that stand for opposite turns (ActionEncoding.mirrored_columns).
+
+    The camera's shift is fitted on transitions without a movement key or a jump and the keys' shift and
+    zoom on transitions with a still camera. Why: motion does not add up. Walking while turning moves near
+    content more than far content, and one linear fit over all transitions gives each action part of the
+    others' error (on the demo's video the joint fit made strafing left 1.6 px per step and right 1.2, where
+    steps with a still camera move 0.98 and 1.06, as the game does). A subset too small for its own fit
+    (footage where W is always held) falls back to the fit over all transitions.
+
+    The camera is a rotation: yaw moves the picture sideways only and pitch up and down only, and opposite
+    turns move it by opposite amounts. A free fit gives each turn a little of the other axis and a few
+    percent more one way than the other (on the shipped model's data a hard right turn 0.06 tokens up per
+    step, looking down 7% more than up); a rollout adds those up, so 20 s of turning moved the picture 19
+    rows up and a look up and down drifted to the ground (README, "The camera fit is a rotation")."""
     enc = enc.astype(np.float64)
     out = np.zeros((len(MOTION_ROWS), ENC_DIM))
-    camera = [c for c in range(CAMERA_SLICE.start, CAMERA_SLICE.stop) if c not in _STILL_COLUMNS]
+    yaw = [c for c in range(YAW_SLICE.start, YAW_SLICE.stop) if c not in _STILL_COLUMNS]
+    pitch = [c for c in range(PITCH_SLICE.start, PITCH_SLICE.stop) if c not in _STILL_COLUMNS]
     keys = [c for c in range(KEYS_SLICE.start, KEYS_SLICE.stop) if c not in _STILL_COLUMNS]
     walking = enc[:, MOVE_SLICE].max(axis=1) > 0.5
+    jumping = enc[:, JUMP_COLUMN] > 0.5
     still = camera_still(enc)
     every = np.ones(len(enc), bool)
-    for cols, rows in ((camera, ~walking), (keys, still)):
+    for cols, rows, axes in ((yaw, ~walking & ~jumping, (0,)), (pitch, ~walking & ~jumping, (1,)),
+                             (keys, still, (0, 1))):
         if rows.sum() < MIN_SUBSET_PAIRS * len(cols):
             rows = every
-        for r, px in ((0, token_px[0]), (1, token_px[1])):
-            out[r, cols] = robust_fit(enc[rows][:, cols], shift_px[rows, r] / px)
+        fold = _folded(cols, mirror)  # [len(cols), G]
+        for r in axes:
+            out[r, cols] = fold @ robust_fit(enc[rows][:, cols] @ fold, shift_px[rows, r] / token_px[r])
     ok = np.isfinite(expansion) & still  # a turn's flow is not a zoom
     if ok.sum() >= len(keys):
         out[2, keys] = robust_fit(enc[ok][:, keys], expansion[ok], scale=0.002)
@@ -177,18 +202,19 @@ def fit_key_field(enc: np.ndarray, flow: np.ndarray, token_px: tuple[float, floa
 
 
 def calibrate(fa: np.ndarray, fb: np.ndarray, enc: np.ndarray, token_px: tuple[float, float],
-              zoom_when: Callable[[np.ndarray], bool]) -> tuple[np.ndarray, dict[str, float]]:
+              zoom_when: Callable[[np.ndarray], bool], mirror: Sequence[tuple[int, int]] = ()
+              ) -> tuple[np.ndarray, dict[str, float]]:
     """Fit the motion coefficients on transitions: frames uint8 [N, H, W, 3] before (fa) and after (fb)
     the encoded actions enc [N, 15], from the tokenizer's decoding or the source video (decoded frames
     move less than the picture did: a 3-degree look is 2.8 px, under a token, and the codes partly stay
     put; train.py's motion_frames). `zoom_when(enc)` says whether a transition's zoom is worth measuring
-    (optical flow is slow; only walking zooms).
+    (optical flow is slow; only walking zooms); `mirror`: fit_coefficients's opposite camera columns.
     Returns (coefficients [3, 15], fit statistics)."""
     enc = np.asarray(enc, dtype=np.float64)
     shift = np.array([M.image_shift(fa[i], fb[i]) for i in range(len(enc))])  # [N, 2]
     zoom = np.array([M.radial_expansion(fa[i], fb[i]) if zoom_when(enc[i]) else np.nan
                      for i in range(len(enc))])
-    coef = fit_coefficients(enc, shift, zoom, token_px)
+    coef = fit_coefficients(enc, shift, zoom, token_px, mirror)
     pred = enc @ coef[:2].T * np.asarray(token_px)  # [N, 2] px
     stats = {"pairs": float(len(enc)), "zoom_pairs": float(np.isfinite(zoom).sum()),
              "median_abs_error_px": float(np.median(np.abs(shift - pred))),

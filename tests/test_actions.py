@@ -165,3 +165,16 @@ def test_validate_raw_names_source_and_field():
     raw[0, A.RAW["jump"]] = 2
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         A.validate_raw(raw, "x")
+
+
+def test_mirrored_columns_pair_opposite_turns():
+    ActionEncoding, make_raw = A.ActionEncoding, A.make_raw
+    assert ActionEncoding().mirrored_columns() == [(0, 4), (1, 3), (5, 7)]
+    assert ActionEncoding(camera="bins").mirrored_columns() == [(0, 4), (1, 3), (5, 7)]
+    lopsided = ActionEncoding(yaw_centres=(-10.0, -2.5, 0.0, 2.5, 8.0))
+    assert lopsided.mirrored_columns() == [(5, 7)]
+    enc = ActionEncoding()
+    for a, b in enc.mirrored_columns():  # a turn and its opposite land on each other's columns
+        raw = make_raw(yaw_deg=-7.0, pitch_deg=-4.0)
+        flipped = make_raw(yaw_deg=7.0, pitch_deg=4.0)
+        assert enc.encode(raw)[a] == pytest.approx(enc.encode(flipped)[b])

@@ -247,6 +247,32 @@ def test_camera_and_keys_are_fitted_where_each_acts_alone():
     np.testing.assert_allclose(coef[0] @ ENC.encode(make_raw(yaw_deg=4.0)), -0.9, atol=0.02)
 
 
+def test_camera_fit_is_a_rotation():
+    # Footage's turns come with a little vertical motion and move a few percent further one way than the
+    # other. A rollout adds both up: 20 s of turning moved the shipped model's picture 19 rows up.
+    rng = np.random.default_rng(2)
+    raws = [make_raw(yaw_deg=float(rng.choice([0, 2.5, -2.5, 10, -10])),
+                     pitch_deg=float(rng.choice([0, 0, 6, -6]))) for _ in range(600)]
+    yaw = np.array([r[RAW["yaw_deg"]] for r in raws])
+    pitch = np.array([r[RAW["pitch_deg"]] for r in raws])
+    encs = np.stack([ENC.encode(r) for r in raws]).astype(np.float64)
+    shift = np.stack([np.where(yaw > 0, -1.1, -0.9) * yaw + 0.05 * pitch,
+                      0.04 * yaw + np.where(pitch > 0, -1.05, -0.95) * pitch], axis=1)  # px
+    zoom = np.full(len(raws), np.nan)
+    free = motion.fit_coefficients(encs, shift, zoom, (4.0, 4.0))
+    coef = motion.fit_coefficients(encs, shift, zoom, (4.0, 4.0), ENC.mirrored_columns())
+
+    def moves(c: np.ndarray, **kw: float) -> np.ndarray:
+        return c[:2] @ ENC.encode(make_raw(**kw))  # [2] tokens (x, y)
+
+    assert abs(moves(free, yaw_deg=10)[0] + moves(free, yaw_deg=-10)[0]) > 0.2  # unpaired: the data's lopsidedness
+    for kw in ({"yaw_deg": 10.0}, {"yaw_deg": 2.5}, {"pitch_deg": 6.0}):
+        np.testing.assert_allclose(moves(coef, **kw), -moves(coef, **{k: -v for k, v in kw.items()}), atol=1e-9)
+    assert not coef[1, motion.YAW_SLICE].any() and not coef[0, motion.PITCH_SLICE].any()
+    np.testing.assert_allclose(moves(coef, yaw_deg=10), [-2.5, 0.0], atol=0.15)
+    np.testing.assert_allclose(moves(coef, pitch_deg=6), [0.0, -1.5], atol=0.1)
+
+
 def test_jump_profile_fit_ignores_outliers_and_returns_to_the_ground():
     rng = np.random.default_rng(0)
     true_px = np.array([1.5, 1.0, 0.8, 0.4, 0.0, -0.4, -0.8, -1.0, -1.5, 0.0])  # rises 3.7 px, lands
