@@ -35,7 +35,6 @@ about a minute on a CPU; its numbers are a smoke test, not a measurement.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -488,11 +487,15 @@ class Evaluation:
                 "truth": "oracle frames re-encoded and decoded by the VQ-VAE (responses: the oracle's own frames)"}, drawn
 
     # ---- stability
-    def stability_section(self, starts: list[Start], ref_frames: np.ndarray, ref_diversity: tuple[float, float]
-                          ) -> tuple[dict[str, Any], list[StabilityFrames]]:
+    def stability_section(self, starts: list[Start], ref_frames: np.ndarray, ref_diversity: tuple[float, float],
+                          script: np.ndarray | None = None) -> tuple[dict[str, Any], list[StabilityFrames]]:
+        """The stability checks of each start under `script` (raw actions [n, 9]; default: STABILITY_SCRIPT
+        for stability_seconds) and under no input for as long."""
         cfg = self.cfg
-        n = max(2, int(round(cfg.stability_seconds * TICK_HZ)))
-        script = scripted_play(n, cfg.seed)
+        described = [list(x) for x in STABILITY_SCRIPT] if script is None else "given by the caller"
+        if script is None:
+            script = scripted_play(max(2, int(round(cfg.stability_seconds * TICK_HZ))), cfg.seed)
+        n = len(script)
         b = len(starts)
         ctx = np.stack([s.tokens for s in starts])
         ctx_a = np.stack([s.actions for s in starts])
@@ -520,7 +523,7 @@ class Evaluation:
             checks["pass"] = all(checks[k]["pass"] for k in ("diversity", "grey", "flashing", "noop_drift"))
             results.append(checks)
             drawn.append(StabilityFrames(st.name, play_f, o_f, idle_f))
-        return {"frames": n, "seconds": n / TICK_HZ, "script": [list(x) for x in STABILITY_SCRIPT],
+        return {"frames": n, "seconds": n / TICK_HZ, "script": described,
                 "starts": results, "pass": all(r["pass"] for r in results),
                 "thresholds": {"collapse_relative_min": COLLAPSE_MIN, "shimmer_relative_max": SHIMMER_MAX,
                                "grey_relative_min": GREY_THRESHOLD,

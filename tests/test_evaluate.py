@@ -379,6 +379,12 @@ def test_rollout_diagnostics_follow_the_stability_script(tiny_setup, tmp_path, c
     assert max(walking) == 0.0 and min(turning) > 0.0
     assert diag.main(["--model", str(moving), *args, "--every", "16"]) == 0
     assert "distinct codes" in capsys.readouterr().out
+    # --by-action: every action of the stability script alone, the stability numbers per start as JSON.
+    assert diag.main(["--model", str(moving), *args, "--seconds", "1", "--by-action", "true", "--starts", "1"]) == 0
+    table = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(table) == list(dict(E.STABILITY_SCRIPT))
+    for per in table.values():
+        assert len(per) == 1 and all(np.isfinite(v) and v >= 0 for v in per[0].values())
 
 
 def test_bench_run_all_writes_results_and_table(tmp_path, monkeypatch):
