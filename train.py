@@ -110,6 +110,10 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     key_min_moving_px: float = 0.0
     """Transitions whose picture moves less than this (mean optical flow, px) are left out of the keys' field
     fit (motion.fit_key_field): a key held against a wall moves nothing."""
+    key_min_field: float = 0.02
+    """Entries of the keys' field under this many tokens per step are set to 0 (motion.fit_key_field): a slow
+    motion moves content a whole token every 1/x steps, so over a long walk the rows under the field's still
+    band convey what lies above them down over the ground (README, "The camera fit is a rotation")."""
     motion_frames: Literal["tokens", "video"] = "video"
     """What the calibration measures motion on: the tokenizer's decoding of the shards' tokens, or the source
     video the manifest names (decoded tokens where it is gone). Decoded frames under-measure sub-token motion

@@ -366,6 +366,12 @@ def test_key_field_fit_recovers_where_walking_moves_the_picture_and_falls_back_f
     assert not field[0, :, :GRID[0] // 2].any()  # the sky stays: entries under MIN_FIELD are exactly 0
     np.testing.assert_array_equal(field[2], fallback[2])  # S: three transitions, too few for its own fit
     np.testing.assert_array_equal(field[3], fallback[3])  # D: never pressed
+    # A higher min_field leaves the slow rows under the still band still and keeps the fast ones as fitted.
+    fast = motion.fit_key_field(e, flow, (TOKEN_PX, TOKEN_PX), fallback, min_field=0.2)
+    slow = np.abs(field[0, 1]) < 0.2
+    assert slow.any() and (~slow).any()
+    assert not fast[0, 1][slow].any()
+    np.testing.assert_array_equal(fast[0, 1][~slow], field[0, 1][~slow])
 
 
 def test_cell_flow_measures_each_token_cells_motion():
