@@ -166,6 +166,9 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
             raise config_mod.ConfigError(f"lpips_per_sample must be in 1..seq_len-1, got {self.lpips_per_sample}")
         if self.ar_bptt < 1 or self.batch_size < 1:
             raise config_mod.ConfigError("ar_bptt and batch_size must be >= 1")
+        if self.key_min_field < 0 or self.key_min_moving_px < 0:
+            raise config_mod.ConfigError(f"--key-min-field and --key-min-moving-px must be >= 0, got "
+                                         f"{self.key_min_field} and {self.key_min_moving_px}")
         if not self.amp and self.amp_dtype != "auto":
             raise config_mod.ConfigError(f"--amp-dtype {self.amp_dtype} needs --amp true")
 

@@ -108,6 +108,12 @@ def make_cfg(setup, run_dir: Path, *args: str) -> train.TrainConfig:
     return config_mod.parse_config(train.TrainConfig, argv, train.PRESETS)
 
 
+def test_negative_key_field_thresholds_are_a_config_error(setup, tmp_path):
+    for flag in ("--key-min-field", "--key-min-moving-px"):
+        with pytest.raises(config_mod.ConfigError, match="must be >= 0"):
+            make_cfg(setup, tmp_path / "run", flag, "-0.1")
+
+
 def make_trainer(setup, lpips_net, *args: str) -> train.Trainer:
     from vq_vae import load_vqvae
 
