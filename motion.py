@@ -127,11 +127,10 @@ def fit_coefficients(enc: np.ndarray, shift_px: np.ndarray, expansion: np.ndarra
     pitch = [c for c in range(PITCH_SLICE.start, PITCH_SLICE.stop) if c not in _STILL_COLUMNS]
     keys = [c for c in range(KEYS_SLICE.start, KEYS_SLICE.stop) if c not in _STILL_COLUMNS]
     walking = enc[:, MOVE_SLICE].max(axis=1) > 0.5
-    jumping = enc[:, JUMP_COLUMN] > 0.5
+    turning = ~walking & (enc[:, JUMP_COLUMN] <= 0.5)  # a jump has its own profile
     still = camera_still(enc)
     every = np.ones(len(enc), bool)
-    for cols, rows, axes in ((yaw, ~walking & ~jumping, (0,)), (pitch, ~walking & ~jumping, (1,)),
-                             (keys, still, (0, 1))):
+    for cols, rows, axes in ((yaw, turning, (0,)), (pitch, turning, (1,)), (keys, still, (0, 1))):
         if rows.sum() < MIN_SUBSET_PAIRS * len(cols):
             rows = every
         fold = _folded(cols, mirror)  # [len(cols), G]
