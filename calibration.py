@@ -116,7 +116,8 @@ def calibrate_motion(cfg: Any, files: list[str], encoding: ActionEncoding, vqvae
             flow = np.stack([motion.cell_flow(ka[i], kb[i], (gh, gw)) for i in range(len(ka))])  # [N, gh, gw, 2]
             field = motion.fit_key_field(np.stack([it["actions"][0].numpy() for it in key_items]), flow, token_px,
                                          motion.key_field_from_coefficients(coef, (gh, gw)),
-                                         min_moving_px=cfg.key_min_moving_px, min_field=cfg.key_min_field)
+                                         min_moving_px=cfg.key_min_moving_px, min_field=cfg.key_min_field,
+                                         expected=cfg.key_expected)
         else:
             field = motion.key_field_from_coefficients(coef, (gh, gw))
         coef[:, motion.MOVE_SLICE] = 0.0  # the field carries the keys' motion

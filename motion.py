@@ -168,16 +168,19 @@ def key_field_from_coefficients(coef: np.ndarray, grid: tuple[int, int]) -> np.n
 
 
 def fit_key_field(enc: np.ndarray, flow: np.ndarray, token_px: tuple[float, float], fallback: np.ndarray,
-                  min_moving_px: float = 0.0, min_field: float = MIN_FIELD, iters: int = 10,
-                  scale: float = 0.1) -> np.ndarray:
+                  min_moving_px: float = 0.0, min_field: float = MIN_FIELD, expected: bool = False,
+                  iters: int = 10, scale: float = 0.1) -> np.ndarray:
     """Encoded actions [N, 15] of transitions with a still camera and their flow per token cell
     [N, gh, gw, 2] (px; cell_flow) -> the motion of each movement key (W, A, S, D) at every position
     [MOVE_KEYS, 2, gh, gw], tokens per step: per position a least-absolute-deviation fit through the origin
     (robust_fit's reweighting, all positions at once). A key pressed in fewer than MIN_SUBSET_PAIRS
     transitions keeps its row of `fallback` [MOVE_KEYS, 2, gh, gw]. Transitions whose picture moves less than
     `min_moving_px` on average (a key held against a wall) are left out: the field is then the motion of
-    walking where the player can walk, and the network learns where it cannot. Entries under `min_field`
-    tokens per step become 0.
+    walking where the player can walk, and the network learns where it cannot. With `expected`, each key's
+    field is then scaled by the fraction of its presses that moved: the mean motion of a press, where the
+    median of all presses (the fit without `min_moving_px`) is pulled towards 0 by the presses against a wall
+    and the fit of the moving ones alone overshoots every blocked press. Entries under `min_field` tokens
+    per step become 0.
 
     Why a field and not a zoom about the centre: walking moves near things more than far ones. In the
     block world's walking footage the sky and far hills above the middle row hardly move while the ground at
@@ -185,6 +188,8 @@ def fit_key_field(enc: np.ndarray, flow: np.ndarray, token_px: tuple[float, floa
     fitted to the same footage moves the top rows up as fast as the bottom ones down, so a minute of walking
     pushes the sky out through the top edge and the picture never gets it back."""
     moving = np.abs(flow).mean(axis=(1, 2, 3)) >= min_moving_px
+    pressed = np.asarray(enc, np.float64)[:, MOVE_SLICE] > 0.5  # [N, 4]
+    share = pressed[moving].sum(axis=0) / np.maximum(pressed.sum(axis=0), 1)  # [4] presses of each key that moved
     enc, flow = np.asarray(enc)[moving], flow[moving]
     n, gh, gw, _ = flow.shape
     x = np.asarray(enc, np.float64)[:, MOVE_SLICE]  # [N, 4]
@@ -196,6 +201,8 @@ def fit_key_field(enc: np.ndarray, flow: np.ndarray, token_px: tuple[float, floa
         coef = np.linalg.solve(xtwx, xtwy[..., None])[..., 0]  # [J, 4]
         w = 1.0 / np.maximum(np.abs(y - x @ coef.T), scale)
     field = coef.T.reshape(x.shape[1], 2, gh, gw)  # [MOVE_KEYS, 2, gh, gw]
+    if expected:
+        field *= share[:, None, None, None]
     field[np.abs(field) < min_field] = 0.0
     rare = (x > 0.5).sum(axis=0) < MIN_SUBSET_PAIRS
     field[rare] = fallback[rare]

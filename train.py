@@ -110,6 +110,9 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     key_min_moving_px: float = 0.0
     """Transitions whose picture moves less than this (mean optical flow, px) are left out of the keys' field
     fit (motion.fit_key_field): a key held against a wall moves nothing."""
+    key_expected: bool = False
+    """With key_min_moving_px > 0: scale each key's field by the share of its presses that moved
+    (motion.fit_key_field's `expected`), the mean motion of a press rather than that of a press that moves."""
     key_min_field: float = 0.02
     """Entries of the keys' field under this many tokens per step are set to 0 (motion.fit_key_field): a slow
     motion moves content a whole token every 1/x steps, so over a long walk the rows under the field's still

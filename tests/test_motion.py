@@ -446,6 +446,8 @@ def test_key_field_fit_can_leave_out_walks_into_a_wall():
     assert np.abs(stuck_median[0]).max() < 0.25 * truth[0].max()  # the typical press hardly moves
     walking = motion.fit_key_field(e, flow, (TOKEN_PX, TOKEN_PX), fallback, min_moving_px=0.2)
     np.testing.assert_allclose(walking[0], truth[0], atol=0.03)
+    mean = motion.fit_key_field(e, flow, (TOKEN_PX, TOKEN_PX), fallback, min_moving_px=0.2, expected=True)
+    np.testing.assert_allclose(mean[0], 0.4 * truth[0], atol=0.03)  # 40 of the 100 presses moved
 
 
 def test_rows_never_seen_beyond_an_edge_come_in_as_the_calibrated_fill():
