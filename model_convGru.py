@@ -83,6 +83,10 @@ class ModelArchConfig:
     content enters the view (what left on the other side; motion.warp_sources). 0 = none: the network draws
     entering content from that input alone, and greedy decoding draws the likeliest code, a plain, so a
     turn fills the view with it (README, "How the model obeys the player")."""
+    recycle: bool = False
+    """Where the walk's zoom makes the warp read a source twice, read instead a source of the same column that
+    the warp pushed out (motion.recycle_sources): walking keeps the frame's codes (README, "Walking recycles
+    the rows it pushes out"). Needs the motion path."""
 
 
 @dataclass
@@ -160,6 +164,7 @@ class WorldModelConfig(ModelArchConfig):
         kw.setdefault("copy_prior", 0.0)  # checkpoints from before the motion path had none
         kw.setdefault("entering_prior", 0.0)  # nor, before it, a prior where content enters
         kw.setdefault("edge_memory", 0)  # nor a memory beyond the top and bottom edges
+        kw.setdefault("recycle", False)  # nor recycled the rows a walk pushes out
         if "attn_pool" in kw:
             kw["attn_pool"] = tuple(kw["attn_pool"])
         return cls(**kw)
@@ -503,6 +508,8 @@ class WorldModel(nn.Module):
             dy, jump_age = motion.jump_step(self.jump_profile, action[:, motion.JUMP_COLUMN] >= 0.5, jump_age)
             disp = disp + torch.stack([torch.zeros_like(dy), dy], 1)[:, :, None, None]  # [B, 2, 1, 1]
         src, inside, res = motion.warp_sources(state["motion_res"], disp)
+        if self.cfg.recycle:
+            src, inside = motion.recycle_sources(src, inside)
         new = {k: (motion.gather_map(v, src) if k.startswith("h") else v) for k, v in state.items()}
         new["motion_res"], new["jump_age"] = res, jump_age
         warped = motion.gather_tokens(tokens, src)

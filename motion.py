@@ -316,13 +316,13 @@ def warp_sources(residual: torch.Tensor, disp: torch.Tensor
     repeating the edge column draws horizontal streaks over a turn), and on the edge row vertically."""
     b, _, gh, gw = residual.shape
     total = residual + disp
-    # The translation (the field's mean) moves every token alike; the zoom's part, which differs per position,
-    # moves tokens only on a step that zooms. Rounding the whole field per position would make a turn after a
-    # walk tear the picture: neighbours whose zoom remainders differ move by different whole tokens, so one
-    # source is drawn twice and another lost, and the picture loses a code at every tear.
+    # A step that zooms rounds the motion per position; any other step moves every token alike, by the field's
+    # rounded mean. Rounding per position on every step would make a turn after a walk tear the picture:
+    # neighbours whose zoom remainders differ move by different whole tokens, so one source is drawn twice
+    # and another lost, and the picture loses a code at every tear.
     shift = total.mean(dim=(2, 3), keepdim=True)  # [B, 2, 1, 1]
     zooming = (disp - disp.mean(dim=(2, 3), keepdim=True)).abs().amax(dim=(1, 2, 3)) > 0  # [B]
-    moved = torch.floor(shift + 0.5) + torch.floor(total - shift + 0.5) * zooming[:, None, None, None]
+    moved = torch.where(zooming[:, None, None, None], torch.floor(total + 0.5), torch.floor(shift + 0.5))
     ys = torch.arange(gh, device=disp.device)[:, None].expand(gh, gw)
     xs = torch.arange(gw, device=disp.device)[None, :].expand(gh, gw)
     src_x = xs[None] - moved[:, 0].long()  # [B, gh, gw]
@@ -330,6 +330,37 @@ def warp_sources(residual: torch.Tensor, disp: torch.Tensor
     inside = (src_x >= 0) & (src_x < gw) & (src_y >= 0) & (src_y < gh)
     src = src_y.clamp(0, gh - 1) * gw + src_x.remainder(gw)
     return src.reshape(b, gh * gw), inside, total - moved  # [B, gh*gw]
+
+
+def recycle_sources(src: torch.Tensor, inside: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """warp_sources' flat sources [B, gh*gw] and inside [B, gh, gw] -> the same with every repeated source
+    (an inside position whose source an earlier position in raster order already reads) given, column by
+    column from the top, a source of that column that no position reads (top to bottom), and marked as
+    entering (not inside: the entering prior, and the network draws it).
+
+    Why: a zoom (walking) moves the rows at different speeds, so the whole-token warp reads some sources twice
+    and pushes others out through the edges. Each step of a walk then repeats codes already in view and drops
+    others, so a minute of walking leaves a picture of a few codes in blobs (README, "Walking recycles the
+    rows it pushes out"). What the walk pushes out of a column comes back where it repeats one, as what a turn
+    pushes out on one side comes in on the other: the frame keeps its codes, and ground stays ground."""
+    b, n = src.shape
+    gh, gw = inside.shape[-2:]
+    dev = src.device
+    pos = torch.arange(n, device=dev).expand(b, n)
+    flat_in = inside.reshape(b, n)
+    first = torch.full((b, n), n, device=dev).scatter_reduce(1, src, torch.where(flat_in, pos, n), "amin")
+    repeated = (flat_in & (first.gather(1, src) != pos)).view(b, gh, gw)  # [B, n] -> [B, gh, gw]
+    unread = torch.ones((b, n), dtype=torch.bool, device=dev).scatter(1, src, False).view(b, gh, gw)
+    rank_r = repeated.long().cumsum(1) - 1  # [B, gh, gw]: k-th repeated position of its column
+    rank_u = unread.long().cumsum(1) - 1
+    ys = torch.arange(gh, device=dev)[None, :, None].expand(b, gh, gw)
+    table = torch.zeros((b, gh + 1, gw), dtype=torch.long, device=dev)  # row k: y of the k-th unread source
+    table.scatter_(1, torch.where(unread, rank_u, gh), ys)  # row gh collects the positions that are not unread
+    take = repeated & (rank_r < unread.sum(1, keepdim=True))
+    new_y = table.gather(1, rank_r.clamp(0, gh))  # [B, gh, gw]
+    xs = torch.arange(gw, device=dev)[None, None, :]
+    src = torch.where(take, new_y * gw + xs, src.view(b, gh, gw)).reshape(b, n)  # [B, gh, gw] -> [B, gh*gw]
+    return src, inside & ~take
 
 
 def gather_tokens(tokens: torch.Tensor, src: torch.Tensor) -> torch.Tensor:

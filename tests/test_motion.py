@@ -434,6 +434,28 @@ def test_content_that_left_through_an_edge_comes_back_from_the_edge_memory(edge_
         assert torch.equal(tokens[0, 3:-2], start[0, 3:-2])  # what never left stayed
 
 
+@pytest.mark.parametrize("recycle", [True, False])
+def test_a_walk_recycles_the_rows_it_pushes_out_where_it_repeats_one(recycle: bool):
+    gh, gw = GRID
+    cfg = WorldModelConfig(embed_dim=8, hidden_dim=8, num_layers=1, kernel_size=3, film_hidden=8, head_dim=8,
+                           attn_ctx=0, idm_hidden=8, codebook_size=64, code_dim=4, grid_h=gh, grid_w=gw,
+                           copy_prior=1.0, key_field=tuple(walking_field(GRID).reshape(-1)), recycle=recycle)
+    model = WorldModel(cfg)
+    start = torch.arange(gh * gw).view(1, gh, gw)  # every position its own code
+    tokens, state, entered = start, model.init_state(1), 0
+    for _ in range(12):
+        tokens, inside, state = model.warp(tokens, enc(forward=1.0), state)
+        entered += int((~inside).sum())
+    distinct = len(torch.unique(tokens))
+    if recycle:
+        assert torch.equal(tokens.flatten().sort().values, start.flatten())  # a permutation: no code lost
+        assert torch.equal(tokens % gw, start % gw)  # each column keeps its own codes
+        assert torch.equal(tokens[0, :gh // 2], start[0, :gh // 2])  # the sky still never moves
+        assert entered > 0  # the recycled positions get the entering prior
+    else:
+        assert distinct < gh * gw and entered == 0  # the repeated rows pushed codes out for good
+
+
 def test_key_field_fit_can_leave_out_walks_into_a_wall():
     rng = np.random.default_rng(2)
     truth = walking_field(GRID)
