@@ -316,13 +316,13 @@ def warp_sources(residual: torch.Tensor, disp: torch.Tensor
     repeating the edge column draws horizontal streaks over a turn), and on the edge row vertically."""
     b, _, gh, gw = residual.shape
     total = residual + disp
-    # A step that zooms rounds the motion per position; any other step moves every token alike, by the field's
-    # rounded mean. Rounding per position on every step would make a turn after a walk tear the picture:
-    # neighbours whose zoom remainders differ move by different whole tokens, so one source is drawn twice
-    # and another lost, and the picture loses a code at every tear.
+    # The translation (the field's mean) moves every token alike; the zoom's part, which differs per position,
+    # moves tokens only on a step that zooms. Rounding the whole field per position would make a turn after a
+    # walk tear the picture: neighbours whose zoom remainders differ move by different whole tokens, so one
+    # source is drawn twice and another lost, and the picture loses a code at every tear.
     shift = total.mean(dim=(2, 3), keepdim=True)  # [B, 2, 1, 1]
     zooming = (disp - disp.mean(dim=(2, 3), keepdim=True)).abs().amax(dim=(1, 2, 3)) > 0  # [B]
-    moved = torch.where(zooming[:, None, None, None], torch.floor(total + 0.5), torch.floor(shift + 0.5))
+    moved = torch.floor(shift + 0.5) + torch.floor(total - shift + 0.5) * zooming[:, None, None, None]
     ys = torch.arange(gh, device=disp.device)[:, None].expand(gh, gw)
     xs = torch.arange(gw, device=disp.device)[None, :].expand(gh, gw)
     src_x = xs[None] - moved[:, 0].long()  # [B, gh, gw]
@@ -334,7 +334,7 @@ def warp_sources(residual: torch.Tensor, disp: torch.Tensor
 
 def recycle_sources(src: torch.Tensor, inside: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """warp_sources' flat sources [B, gh*gw] and inside [B, gh, gw] -> the same with every repeated source
-    (an inside position whose source an earlier position in raster order already reads) given, column by
+    (an inside position whose source, in its own column, a position above it already reads) given, column by
     column from the top, a source of that column that no position reads (top to bottom), and marked as
     entering (not inside: the entering prior, and the network draws it).
 
@@ -347,7 +347,7 @@ def recycle_sources(src: torch.Tensor, inside: torch.Tensor) -> tuple[torch.Tens
     gh, gw = inside.shape[-2:]
     dev = src.device
     pos = torch.arange(n, device=dev).expand(b, n)
-    flat_in = inside.reshape(b, n)
+    flat_in = inside.reshape(b, n) & (src % gw == pos % gw)  # a vertical read: sideways repeats stay
     first = torch.full((b, n), n, device=dev).scatter_reduce(1, src, torch.where(flat_in, pos, n), "amin")
     repeated = (flat_in & (first.gather(1, src) != pos)).view(b, gh, gw)  # [B, n] -> [B, gh, gw]
     unread = torch.ones((b, n), dtype=torch.bool, device=dev).scatter(1, src, False).view(b, gh, gw)

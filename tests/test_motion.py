@@ -437,9 +437,11 @@ def test_content_that_left_through_an_edge_comes_back_from_the_edge_memory(edge_
 @pytest.mark.parametrize("recycle", [True, False])
 def test_a_walk_recycles_the_rows_it_pushes_out_where_it_repeats_one(recycle: bool):
     gh, gw = GRID
+    field = walking_field(GRID)
+    field[0, 1, gh // 2:] = np.array([0.13, 0.29, 0.41])[:, None]  # rows at different speeds, no rounding ties
     cfg = WorldModelConfig(embed_dim=8, hidden_dim=8, num_layers=1, kernel_size=3, film_hidden=8, head_dim=8,
                            attn_ctx=0, idm_hidden=8, codebook_size=64, code_dim=4, grid_h=gh, grid_w=gw,
-                           copy_prior=1.0, key_field=tuple(walking_field(GRID).reshape(-1)), recycle=recycle)
+                           copy_prior=1.0, key_field=tuple(field.reshape(-1)), recycle=recycle)
     model = WorldModel(cfg)
     start = torch.arange(gh * gw).view(1, gh, gw)  # every position its own code
     tokens, state, entered = start, model.init_state(1), 0
@@ -454,6 +456,24 @@ def test_a_walk_recycles_the_rows_it_pushes_out_where_it_repeats_one(recycle: bo
         assert entered > 0  # the recycled positions get the entering prior
     else:
         assert distinct < gh * gw and entered == 0  # the repeated rows pushed codes out for good
+
+
+def test_recycling_leaves_sideways_motion_alone():
+    gh, gw = GRID
+    field = walking_field(GRID)
+    field[1, 0] = 0.11 * (np.arange(gw) - (gw - 1) / 2)[None, :]  # a sideways zoom: the columns spread out
+    out = []
+    for recycle in (False, True):
+        cfg = WorldModelConfig(embed_dim=8, hidden_dim=8, num_layers=1, kernel_size=3, film_hidden=8, head_dim=8,
+                               attn_ctx=0, idm_hidden=8, codebook_size=64, code_dim=4, grid_h=gh, grid_w=gw,
+                               copy_prior=1.0, key_field=tuple(field.reshape(-1)), recycle=recycle)
+        model = WorldModel(cfg)
+        tokens, state = torch.arange(gh * gw).view(1, gh, gw), model.init_state(1)
+        for _ in range(12):
+            tokens, _, state = model.warp(tokens, enc(left=1.0), state)
+        out.append(tokens)
+    assert len(torch.unique(out[0])) < gh * gw  # the spread repeats codes sideways...
+    assert torch.equal(out[0], out[1])  # ...and recycling, which only refills a column's repeats, keeps them
 
 
 def test_key_field_fit_can_leave_out_walks_into_a_wall():
