@@ -425,9 +425,12 @@ class Trainer:
                 "encoding": self.encoding.to_dict(), **self.export_record(), **extra}
 
     def load_state_dict(self, rec: dict[str, Any], path: Path) -> None:
-        if rec["model_config"] != self.model_cfg.to_dict():
-            diff = {k: (rec["model_config"].get(k), v) for k, v in self.model_cfg.to_dict().items()
-                    if rec["model_config"].get(k) != v}
+        try:
+            saved = WorldModelConfig.from_dict(rec["model_config"]).to_dict()  # fields added since: their old meaning
+        except (TypeError, ValueError) as e:
+            raise TrainingError(f"{path}: unreadable model config: {e}") from e
+        if saved != self.model_cfg.to_dict():
+            diff = {k: (saved.get(k), v) for k, v in self.model_cfg.to_dict().items() if saved.get(k) != v}
             raise TrainingError(f"{path}: model architecture differs from this run's config "
                                 f"(saved vs now): {diff}")
         if rec["vqvae"]["identity"] != self.vqvae_ident:

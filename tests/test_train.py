@@ -320,6 +320,21 @@ def test_resume_is_exact(setup, lpips_net, tmp_path):
     assert full["metrics"]["ar_len"] > 0
 
 
+def test_resume_reads_a_training_state_saved_before_a_model_field_existed(setup, lpips_net, tmp_path):
+    import ckpt_io
+    run_dir = tmp_path / "old"
+    train.run(make_cfg(setup, run_dir, "--max-steps", "3", "--ckpt-every", "100"), lpips_net=lpips_net)
+    (state_path,) = (run_dir / "checkpoints").glob("*.pt")
+    rec = ckpt_io.load_checkpoint(state_path, train.TRAIN_STATE_KIND, train.TRAIN_STATE_FORMAT_VERSION)
+    del rec["model_config"]["recycle"]  # as written by the code before --recycle
+    ckpt_io.save_checkpoint(state_path, train.TRAIN_STATE_KIND, train.TRAIN_STATE_FORMAT_VERSION, rec)
+    out = train.run(make_cfg(setup, run_dir, "--max-steps", "4", "--ckpt-every", "100", "--resume"),
+                    lpips_net=lpips_net)
+    assert out["step"] == 4 and out["trainer"].model_cfg.recycle is False
+    with pytest.raises(train.TrainingError, match="architecture differs.*recycle"):
+        train.run(make_cfg(setup, run_dir, "--max-steps", "5", "--resume", "--recycle", "true"), lpips_net=lpips_net)
+
+
 def test_checkpoints_exports_logs_and_retention(setup, lpips_net, tmp_path):
     run_dir = tmp_path / "run"
     cfg = make_cfg(setup, run_dir, "--max-steps", "6", "--ckpt-every", "2", "--keep-last", "2",
