@@ -70,8 +70,9 @@ def minutes_at(step: int, minutes: dict[int, float]) -> float | None:
 
 
 def evaluate_exports(cfg: CurveConfig, out: Path) -> tuple[list[tuple[int, Path]], list[str]]:
-    """(step, report.json) for the selected exports (every N-th, the last, and any already evaluated),
-    evaluating those without a report; failures are reported and skipped."""
+    """(step, report.json) for the selected exports (every N-th, the last, and any already evaluated, even
+    one whose export a later --keep-last has pruned), evaluating those without a report; failures are
+    reported and skipped."""
     import evaluate
     from ckpt_io import CheckpointError
     from config import parse_config
@@ -81,7 +82,11 @@ def evaluate_exports(cfg: CurveConfig, out: Path) -> tuple[list[tuple[int, Path]
         raise FileNotFoundError(f"{cfg.run}/exports: no world_model_<step>.pt to evaluate")
     exports = [(step, p) for i, (step, p) in enumerate(exports) if i % max(1, cfg.every) == 0
                or i == len(exports) - 1 or (out / f"eval_{step}" / "report.json").is_file()]
-    done, failed = [], []
+    kept = {step for step, _ in exports}
+    done = [(int(r.parent.name.removeprefix("eval_")), r) for r in out.glob("eval_*/report.json")
+            if r.parent.name.removeprefix("eval_").isdigit()
+            and int(r.parent.name.removeprefix("eval_")) not in kept]  # exports pruned since they were evaluated
+    failed: list[str] = []
     for step, path in exports:
         report = out / f"eval_{step}" / "report.json"
         if not report.is_file():
@@ -96,7 +101,7 @@ def evaluate_exports(cfg: CurveConfig, out: Path) -> tuple[list[tuple[int, Path]
                 print(f"skipped {path}: {e}", file=sys.stderr)
                 continue
         done.append((step, report))
-    return done, failed
+    return sorted(done), failed
 
 
 def plot(points: list[dict[str, Any]], path: Path) -> None:

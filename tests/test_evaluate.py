@@ -335,6 +335,10 @@ def test_response_curve_and_ablation_table_read_real_reports(tiny_setup, tmp_pat
     # A second run finds every report and evaluates nothing again.
     (out / "eval_2" / "report.md").unlink()
     assert curve.main(args) == 0 and not (out / "eval_2" / "report.md").exists()
+    # A report whose export a later --keep-last pruned stays on the curve.
+    shutil.copytree(out / "eval_2", out / "eval_1")
+    assert curve.main(args) == 0
+    assert [p["step"] for p in json.loads((out / "curve.json").read_text())["points"]] == [1, 2]
     ablation = _script("ablation_table")
     cells = ablation.row(json.loads((out / "eval_2" / "report.json").read_text()))
     assert len(cells) == len(ablation.COLUMNS) and " / " in cells[0]
