@@ -84,9 +84,10 @@ class ModelArchConfig:
     entering content from that input alone, and greedy decoding draws the likeliest code, a plain, so a
     turn fills the view with it (README, "How the model obeys the player")."""
     recycle: bool = False
-    """Where the walk's zoom makes the warp read a source twice, read instead a source of the same column that
-    the warp pushed out (motion.recycle_sources): walking keeps the frame's codes (README, "Walking recycles
-    the rows it pushes out"). Needs the motion path."""
+    """Where the walk's zoom makes the warp read a source of a column twice, read instead a source of that
+    column the warp pushed out (motion.recycle_sources): a walk keeps the codes it pushes out. Off: mixed in
+    the full evaluation (README, "Walking: how far W moves, and the rows it pushes out"). Needs the motion
+    path."""
 
 
 @dataclass

@@ -340,9 +340,11 @@ def recycle_sources(src: torch.Tensor, inside: torch.Tensor) -> tuple[torch.Tens
 
     Why: a zoom (walking) moves the rows at different speeds, so the whole-token warp reads some sources twice
     and pushes others out through the edges. Each step of a walk then repeats codes already in view and drops
-    others, so a minute of walking leaves a picture of a few codes in blobs (README, "Walking recycles the
-    rows it pushes out"). What the walk pushes out of a column comes back where it repeats one, as what a turn
-    pushes out on one side comes in on the other: the frame keeps its codes, and ground stays ground."""
+    others, so a minute of walking leaves a picture of a few codes in blobs (README, "Walking: how far W
+    moves, and the rows it pushes out"). What the walk pushes out of a column comes back where it repeats
+    one, as what a turn pushes out on one side comes in on the other: the column keeps its codes, and ground
+    stays ground. Sideways repeats (a strafe's parallax, the walk's spread at the sides) are left as they are:
+    refilling them from the column broke strafing."""
     b, n = src.shape
     gh, gw = inside.shape[-2:]
     dev = src.device

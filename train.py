@@ -112,7 +112,9 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     fit (motion.fit_key_field): a key held against a wall moves nothing."""
     key_expected: bool = False
     """With key_min_moving_px > 0: scale each key's field by the share of its presses that moved
-    (motion.fit_key_field's `expected`), the mean motion of a press rather than that of a press that moves."""
+    (motion.fit_key_field's `expected`), the mean motion of a press rather than that of a press that moves:
+    forward 0.42 -> 0.71 for 0.23 dB of PSNR@16 (README, "Walking: how far W moves, and the rows it pushes
+    out")."""
     key_min_field: float = 0.02
     """Entries of the keys' field under this many tokens per step are set to 0 (motion.fit_key_field): a slow
     motion moves content a whole token every 1/x steps, so over a long walk the rows under the field's still
