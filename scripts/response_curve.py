@@ -83,9 +83,9 @@ def evaluate_exports(cfg: CurveConfig, out: Path) -> tuple[list[tuple[int, Path]
     exports = [(step, p) for i, (step, p) in enumerate(exports) if i % max(1, cfg.every) == 0
                or i == len(exports) - 1 or (out / f"eval_{step}" / "report.json").is_file()]
     kept = {step for step, _ in exports}
-    done = [(int(r.parent.name.removeprefix("eval_")), r) for r in out.glob("eval_*/report.json")
-            if r.parent.name.removeprefix("eval_").isdigit()
-            and int(r.parent.name.removeprefix("eval_")) not in kept]  # exports pruned since they were evaluated
+    reports = {r.parent.name.removeprefix("eval_"): r for r in out.glob("eval_*/report.json")}
+    done = [(int(s), r) for s, r in reports.items()
+            if s.isdigit() and int(s) not in kept]  # exports pruned since they were evaluated
     failed: list[str] = []
     for step, path in exports:
         report = out / f"eval_{step}" / "report.json"
