@@ -174,6 +174,9 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
         if self.key_min_field < 0 or self.key_min_moving_px < 0:
             raise config_mod.ConfigError(f"--key-min-field and --key-min-moving-px must be >= 0, got "
                                          f"{self.key_min_field} and {self.key_min_moving_px}")
+        if self.key_expected and not self.key_min_moving_px > 0:
+            raise config_mod.ConfigError("--key-expected true needs --key-min-moving-px > 0 (without it every "
+                                         "press counts as moving and the field is unchanged)")
         if not self.amp and self.amp_dtype != "auto":
             raise config_mod.ConfigError(f"--amp-dtype {self.amp_dtype} needs --amp true")
 

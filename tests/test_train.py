@@ -112,6 +112,9 @@ def test_negative_key_field_thresholds_are_a_config_error(setup, tmp_path):
     for flag in ("--key-min-field", "--key-min-moving-px"):
         with pytest.raises(config_mod.ConfigError, match="must be >= 0"):
             make_cfg(setup, tmp_path / "run", flag, "-0.1")
+    with pytest.raises(config_mod.ConfigError, match="--key-expected true needs --key-min-moving-px"):
+        make_cfg(setup, tmp_path / "run", "--key-expected", "true")
+    assert make_cfg(setup, tmp_path / "run", "--key-expected", "true", "--key-min-moving-px", "0.05").key_expected
 
 
 def make_trainer(setup, lpips_net, *args: str) -> train.Trainer:
