@@ -106,8 +106,10 @@ def help_text(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = None)
 
 def parse_config(cls: type[T], argv: Sequence[str] | None = None,
                  presets: Mapping[str, Mapping[str, Any]] | None = None,
-                 default_preset: str | None = None) -> T:
-    """Build `cls` from `--preset NAME` and `--key value` pairs; unknown keys raise ConfigError."""
+                 default_preset: str | None = None, base: Mapping[str, Any] | None = None) -> T:
+    """Build `cls` from `--preset NAME` and `--key value` pairs; unknown keys raise ConfigError.
+    `base` (a stored config, e.g. the run a resume continues) replaces the defaults and the default preset:
+    only the options given, and a --preset given, change it."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
         print(help_text(cls, presets))
@@ -115,6 +117,10 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None,
     types = _field_types(cls)
     values: dict[str, Any] = {}
     preset = default_preset
+    if base is not None:
+        stored = from_dict(cls, base)
+        values = {f.name: getattr(stored, f.name) for f in dataclasses.fields(stored)}  # type: ignore[arg-type]
+        preset = None
     pairs: list[tuple[str, str]] = []
     i = 0
     while i < len(argv):

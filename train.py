@@ -20,6 +20,7 @@ world_model, see world_model_io.py), and wandb/ (offline by default).
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import signal
@@ -28,7 +29,7 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -65,7 +66,8 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     preset: str = "laptop"
     """Preset the other values started from (tiny | laptop | a100); recorded for reference."""
     resume: bool = False
-    """Continue from the newest full training state in run_dir/checkpoints (fresh start if none)."""
+    """Continue from the newest full training state in run_dir/checkpoints (fresh start if none), with the
+    run's saved options (run_dir/config.json) except those given on the command line."""
     max_steps: int = 0
     """Stop after this global step (0 = total_steps). Schedules follow total_steps, not this."""
     seed: int = 0
@@ -676,8 +678,28 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def parse_args(argv: Sequence[str]) -> TrainConfig:
+    """The run's config from the command line. With --resume and a run directory that holds a run, the saved
+    config of that run with only the options given changed: a resume that names just --run-dir and --resume
+    continues the same run (learning rate, loss weights, --keep-last, ...), not the defaults."""
+    cfg = config_mod.parse_config(TrainConfig, argv, PRESETS, default_preset="laptop")
+    saved_path = RunFiles(cfg.run_dir).config
+    if not (cfg.resume and saved_path.exists()):
+        return cfg
+    try:
+        saved = json.loads(saved_path.read_text())["train_config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise config_mod.ConfigError(f"{saved_path}: not a run's config ({type(e).__name__}: {e}); "
+                                     f"resume needs it to continue that run's options") from None
+    try:
+        return config_mod.parse_config(TrainConfig, argv, PRESETS, base=saved)
+    except config_mod.ConfigError as e:
+        raise config_mod.ConfigError(f"{saved_path}: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    cfg = config_mod.main_config(TrainConfig, PRESETS, default_preset="laptop", argv=argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    cfg = config_mod.exit_on_error(lambda: parse_args(args), (config_mod.ConfigError,))
     try:
         config_mod.exit_on_error(lambda: run(cfg),
                                  (TrainingError, ckpt_io.CheckpointError, ValueError, FileNotFoundError))

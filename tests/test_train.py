@@ -338,6 +338,27 @@ def test_resume_reads_a_training_state_saved_before_a_model_field_existed(setup,
         train.run(make_cfg(setup, run_dir, "--max-steps", "5", "--resume", "--recycle", "true"), lpips_net=lpips_net)
 
 
+def test_a_resume_continues_the_saved_runs_options_and_changes_only_those_given(setup, lpips_net, tmp_path):
+    run_dir = tmp_path / "run"
+    first = make_cfg(setup, run_dir, "--max-steps", "2", "--ckpt-every", "100", "--keep-last", "7",
+                     "--lr", "0.0007")
+    train.run(first, lpips_net=lpips_net)
+    essentials = ["--data", str(setup["data"]), "--vqvae", str(setup["vq"]), "--run-dir", str(run_dir)]
+    resumed = train.parse_args([*essentials, "--resume", "--max-steps", "3"])
+    assert (resumed.keep_last, resumed.lr, resumed.seq_len) == (7, 0.0007, first.seq_len)
+    assert resumed.max_steps == 3 and resumed.resume
+    fresh = train.parse_args([*essentials, "--max-steps", "3"])  # no --resume: the defaults, as before
+    assert fresh.keep_last != 7
+    assert train.parse_args([*essentials, "--resume", "--keep-last", "2"]).keep_last == 2
+    out = train.run(resumed, lpips_net=lpips_net)
+    assert out["step"] == 3
+    saved = json.loads((run_dir / "config.json").read_text())["train_config"]
+    assert saved["keep_last"] == 7 and saved["max_steps"] == 3
+    (run_dir / "config.json").write_text("{not json")
+    with pytest.raises(config_mod.ConfigError, match=r"config\.json.*not a run's config"):
+        train.parse_args([*essentials, "--resume"])
+
+
 def test_checkpoints_exports_logs_and_retention(setup, lpips_net, tmp_path):
     run_dir = tmp_path / "run"
     cfg = make_cfg(setup, run_dir, "--max-steps", "6", "--ckpt-every", "2", "--keep-last", "2",
