@@ -179,6 +179,9 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
         if self.key_expected and not self.key_min_moving_px > 0:
             raise config_mod.ConfigError("--key-expected true needs --key-min-moving-px > 0 (without it every "
                                          "press counts as moving and the field is unchanged)")
+        if self.recycle and not self.copy_prior > 0:
+            raise config_mod.ConfigError("--recycle true needs the motion path (--copy-prior > 0): with no warp "
+                                         "there is nothing to recycle")
         if not self.amp and self.amp_dtype != "auto":
             raise config_mod.ConfigError(f"--amp-dtype {self.amp_dtype} needs --amp true")
 
