@@ -98,7 +98,8 @@ def by_action(cfg: DiagnosticsConfig) -> dict[str, list[dict[str, float]]]:
     from eval_inputs import blockworld_starts, heldout_files
     from rollout import load_bundle
 
-    ecfg = E.EvalConfig(model=cfg.model, data=cfg.data, source_data=cfg.source_data, context=cfg.context)
+    ecfg = E.EvalConfig(model=cfg.model, data=cfg.data, source_data=cfg.source_data, context=cfg.context,
+                        lpips=False)  # the stability numbers need no LPIPS network
     bundle = load_bundle(cfg.model, device="cpu")
     ev = E.Evaluation(ecfg, bundle)
     files, _ = heldout_files(Path(cfg.data), bundle.meta)
