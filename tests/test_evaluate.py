@@ -4,6 +4,7 @@ the baselines' bookkeeping (a copy-last-frame "model" scores exactly the copy ba
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -309,7 +310,6 @@ def test_training_minutes_count_an_interruption_as_the_expected_step_time(tmp_pa
 def test_response_curve_and_ablation_table_read_real_reports(tiny_setup, tmp_path, capsys):
     """scripts/response_curve.py evaluates every export of a run (skipping and reporting a broken one) and
     scripts/ablation_table.py builds its row from the same report."""
-    import shutil
     wm, _, shards, bw = tiny_setup
     run = tmp_path / "run"
     (run / "exports").mkdir(parents=True)
@@ -345,9 +345,9 @@ def test_response_curve_and_ablation_table_read_real_reports(tiny_setup, tmp_pat
     assert ablation.main([f"x={out / 'missing.json'}"]) == 2
 
 
-def test_rollout_diagnostics_follow_the_stability_script(tiny_setup, tmp_path, capsys):
-    """scripts/rollout_diagnostics.py on a tiny model with a motion path: one row per generated frame, the
-    turn lets content enter, walking forward does not; a model without a motion path is one clean error."""
+def _still_and_moving(tiny_setup, tmp_path: Path) -> tuple[Path, Path]:
+    """The tiny world model saved twice: without a motion path, and with one where a right turn moves the
+    content left by a token per 4 degrees."""
     import dataclasses
 
     from actions import YAW_SLICE, ActionEncoding
@@ -355,9 +355,7 @@ def test_rollout_diagnostics_follow_the_stability_script(tiny_setup, tmp_path, c
     from vq_vae import load_vqvae, vqvae_identity
     from world_model_io import load_world_model, save_world_model
 
-    wm, vq_path, shards, bw = tiny_setup
-    diag = _script("rollout_diagnostics")
-    args = ["--data", str(shards), "--source-data", str(bw), "--seconds", "4", "--context", "3"]
+    wm, vq_path, _, _ = tiny_setup
     model, meta = load_world_model(wm, device="cpu")
     enc = ActionEncoding()
     vq = load_vqvae(vq_path)
@@ -368,13 +366,22 @@ def test_rollout_diagnostics_follow_the_stability_script(tiny_setup, tmp_path, c
                          meta["train_config"], step=0)
         return path
 
-    still = save(tmp_path / "still.pt", copy_prior=0.0)
+    coef = np.zeros((3, 15))
+    coef[0, YAW_SLICE] = -np.asarray(enc.yaw_centres) / 4.0
+    return (save(tmp_path / "still.pt", copy_prior=0.0),
+            save(tmp_path / "moving.pt", copy_prior=4.0, motion_coef=tuple(coef.reshape(-1))))
+
+
+def test_rollout_diagnostics_follow_the_stability_script(tiny_setup, tmp_path, capsys):
+    """scripts/rollout_diagnostics.py on a tiny model with a motion path: one row per generated frame, the
+    turn lets content enter, walking forward does not; a model without a motion path is one clean error."""
+    _, _, shards, bw = tiny_setup
+    diag = _script("rollout_diagnostics")
+    args = ["--data", str(shards), "--source-data", str(bw), "--seconds", "4", "--context", "3"]
+    still, moving = _still_and_moving(tiny_setup, tmp_path)
     with pytest.raises(SystemExit) as e:
         diag.main(["--model", str(still), *args])
     assert e.value.code == 2 and "no motion path" in capsys.readouterr().err
-    coef = np.zeros((3, 15))
-    coef[0, YAW_SLICE] = -np.asarray(enc.yaw_centres) / 4.0  # a right turn moves content left, 1 token per 4 deg
-    moving = save(tmp_path / "moving.pt", copy_prior=4.0, motion_coef=tuple(coef.reshape(-1)))
     rows = diag.diagnose(diag.DiagnosticsConfig(model=str(moving), data=str(shards), source_data=str(bw),
                                                 seconds=4.0, context=3))
     assert len(rows) == 64 and all(0.0 <= r["entered"] <= 1.0 and r["distinct"] >= 1 for r in rows)
@@ -389,6 +396,48 @@ def test_rollout_diagnostics_follow_the_stability_script(tiny_setup, tmp_path, c
     assert list(table) == list(dict(E.STABILITY_SCRIPT))
     for per in table.values():
         assert len(per) == 1 and all(np.isfinite(v) and v >= 0 for v in per[0].values())
+
+
+def test_onestep_by_action_scores_each_motion_against_the_warp_and_copying(tiny_setup, tmp_path, capsys):
+    """scripts/onestep_by_action.py: the classes follow the action; with a motion path that moves only for a
+    turn, the warp scores exactly as copying where nothing is pressed, and not on the turns; no motion path is
+    one clean error."""
+    from actions import RAW, RAW_DIM
+
+    _, _, shards, _ = tiny_setup
+    one = _script("onestep_by_action")
+    raw = np.zeros((9, RAW_DIM), np.float32)
+    raw[0, RAW["yaw_deg"]] = 2.0
+    raw[1, RAW["pitch_deg"]] = -3.0
+    raw[2, [RAW["forward"], RAW["left"]]] = 1.0  # W wins over A
+    raw[3, RAW["back"]] = 1.0
+    raw[4, RAW["right"]] = 1.0
+    raw[5, RAW["jump"]] = 1.0
+    raw[7, RAW["sprint"]] = 1.0
+    raw[8, RAW["yaw_deg"]] = 0.3  # under half a degree: not a turn
+    assert list(one.action_class(raw)) == ["turn", "look", "W", "S", "A/D", "jump", "none", "other", "other"]
+    still, moving = _still_and_moving(tiny_setup, tmp_path)
+    with pytest.raises(SystemExit) as e:
+        one.main(["--model", str(still), "--data", str(shards)])
+    assert e.value.code == 2 and "no motion path" in capsys.readouterr().err
+    # The same episodes (all held out in another folder) with every other action a 4-degree turn, the rest
+    # no input: the motion path moves only for the turns, so there the warp leaves copying.
+    data = tmp_path / "alternating"
+    shutil.copytree(shards, data)
+    for f in data.glob("*.npz"):
+        with np.load(f) as z:
+            arrays = dict(z)
+        arrays["actions"] = np.zeros_like(arrays["actions"])
+        arrays["actions"][::2, RAW["yaw_deg"]] = 4.0
+        np.savez(f, **arrays)
+    table = one.score(one.OneStepConfig(model=str(moving), data=str(data)))
+    assert set(table) == {"turn", "none", "all"}
+    assert table["all"]["n"] == table["turn"]["n"] + table["none"]["n"]
+    assert table["none"]["warp"] == table["none"]["copy"] and table["turn"]["warp"] != table["turn"]["copy"]
+    out = tmp_path / "onestep.json"
+    assert one.main(["--model", str(moving), "--data", str(data), "--frames", "5", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["all"]["n"] == 5 * len(list(data.glob("*.npz")))
+    assert "warp" in capsys.readouterr().out
 
 
 def test_bench_run_all_writes_results_and_table(tmp_path, monkeypatch):
