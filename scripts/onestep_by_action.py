@@ -76,9 +76,13 @@ def score(cfg: OneStepConfig) -> dict[str, dict[str, float]]:
     files, _ = heldout_files(Path(cfg.data), bundle.meta)
     classes, scores = [], []
     for f in files:
-        with np.load(Path(cfg.data) / f) as z:
-            tokens = torch.from_numpy(z["tokens"].astype(np.int64))  # [T, h, w]
-            raw = np.asarray(z["actions"], np.float32)  # [T-1, 9]
+        path = Path(cfg.data) / f
+        try:
+            with np.load(path) as z:
+                tokens = torch.from_numpy(z["tokens"].astype(np.int64))  # [T, h, w]
+                raw = np.asarray(z["actions"], np.float32)  # [T-1, 9]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: not a readable token shard ({type(e).__name__}: {e})") from None
         n = min(len(raw), cfg.frames)
         enc = torch.from_numpy(bundle.encoding.encode(raw[:n])).float()  # [n, 15]
         state = model.init_state(1, torch.device("cpu"))

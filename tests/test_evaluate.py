@@ -438,6 +438,11 @@ def test_onestep_by_action_scores_each_motion_against_the_warp_and_copying(tiny_
     assert one.main(["--model", str(moving), "--data", str(data), "--frames", "5", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["all"]["n"] == 5 * len(list(data.glob("*.npz")))
     assert "warp" in capsys.readouterr().out
+    broken = next(iter(sorted(data.glob("*.npz"))))
+    broken.write_bytes(b"not a shard")
+    with pytest.raises(SystemExit) as e:
+        one.main(["--model", str(moving), "--data", str(data)])
+    assert e.value.code == 2 and broken.name in capsys.readouterr().err
 
 
 def test_bench_run_all_writes_results_and_table(tmp_path, monkeypatch):
