@@ -52,6 +52,18 @@ def change_weight(target: torch.Tensor, previous: torch.Tensor, extra: float) ->
     return 1.0 + extra * (target != previous).float()
 
 
+def near_duplicate_targets(target: torch.Tensor, warped: torch.Tensor, inside: torch.Tensor | None,
+                           codebook: torch.Tensor, radius: float) -> torch.Tensor:
+    """Token targets [B, h, w]: the warped previous code where it lies inside the frame and within `radius`
+    (codebook distance) of the true code, else the true code. The tokenizer re-codes still content into
+    near-duplicate codes (re-encoding a decoded frame keeps 18-23% of codes), so the true code there is noise
+    the network would learn to imitate, and a copy draws the same picture."""
+    if inside is None:
+        return target
+    near = (codebook[target] - codebook[warped]).norm(dim=-1) <= radius  # [B, h, w]
+    return torch.where(inside & near, warped, target)
+
+
 # ----------------------------------------------------------------------------- Gumbel soft embeddings
 
 def gumbel_softmax_probs(logits: torch.Tensor, tau: float, noise: torch.Tensor | None,

@@ -36,7 +36,8 @@ from actions import make_raw
 from curriculum import BrakeState, ar_length, corruption_prob, gumbel_tau, teacher_prob
 from devices import PhaseTimer
 from losses import (action_rank_per_sample, change_weight, gumbel_softmax_probs, idm_per_item, lpips_per_sample,
-                    semantic_per_sample, soft_embeddings, span_action_targets, token_ce_per_sample)
+                    near_duplicate_targets, semantic_per_sample, soft_embeddings, span_action_targets,
+                    token_ce_per_sample)
 from model_convGru import State, WorldModel, WorldModelConfig
 
 if TYPE_CHECKING:  # train.py imports this module
@@ -79,6 +80,10 @@ class ObjectiveConfig:
     w_changed: float = 4.0
     """Extra token-CE weight on positions whose next code differs from the current true frame's
     (losses.change_weight); 0 = every position counts the same (the earlier design)."""
+    denoise_targets: float = 0.0
+    """Where the true next code lies within this codebook distance of the warped previous code (a
+    near-duplicate the tokenizer re-coded, not a change), the token targets are the warped code (needs the
+    motion path); 0 = the true code everywhere."""
     ar_loss_weight: float = 1.0
     """Weight of AR frames' losses relative to teacher-forced frames."""
     ar_bptt: int = 1
@@ -383,11 +388,16 @@ class _Window:
         """model.step on frame t's tokens and action t, scored against frame t+1: (logits, new state,
         weighted CE + semantic loss, per-sample CE [B]); queues the frame for LPIPS when planned."""
         obj, cfg = self.obj, self.obj.cfg
+        target = self.tokens[:, t + 1]
+        scored = target
+        if cfg.denoise_targets > 0 and self.model.motion:
+            with torch.no_grad():
+                warped, inside, _ = self.model.warp(inp, self.actions[:, t], state)
+            scored = near_duplicate_targets(target, warped, inside, obj.codebook, cfg.denoise_targets)
         with obj.autocast():
             logits, new_state = self.model.step(inp, self.actions[:, t], state)
-        target = self.tokens[:, t + 1]
         noise = gumbel_noise(self.plan.gens, tuple(target.shape[1:]), logits.shape[1])
-        ce, sem, z = obj.frame_losses(logits, target, self.tokens[:, t], noise, self.plan.tau)
+        ce, sem, z = obj.frame_losses(logits, scored, self.tokens[:, t], noise, self.plan.tau)
         self.acc(f"ce_{kind}", ce.mean())
         self.acc("semantic", sem.mean())
         lp_mask = self.plan.lpips[:, t]

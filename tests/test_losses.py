@@ -9,8 +9,8 @@ from actions import ENC_DIM
 from curriculum import (BrakeState, CurriculumConfig, ar_length, ar_schedule, brake_update, check_window,
                         corruption_prob, gumbel_tau, initial_brake, lr_factor, teacher_prob)
 from losses import (action_rank_per_sample, change_weight, gumbel_softmax_probs, idm_per_item, lpips_per_sample,
-                    prediction_stats, semantic_per_sample, soft_embeddings, span_action_targets, spatial_gradient,
-                    token_ce_per_sample)
+                    near_duplicate_targets, prediction_stats, semantic_per_sample, soft_embeddings,
+                    span_action_targets, spatial_gradient, token_ce_per_sample)
 from model_convGru import WorldModel, WorldModelConfig
 from objective import gumbel_noise
 
@@ -148,6 +148,18 @@ def test_token_ce_per_sample():
     mixed[1] = mixed[1].roll(1, dims=0)
     per = token_ce_per_sample(mixed, target)
     assert per[0] < 1e-4 and per[2] < 1e-4 and per[1] > 1.0
+
+
+def test_near_duplicate_targets_keep_the_warped_code_only_where_it_is_near_and_inside():
+    codebook = torch.tensor([[0.0, 0.0], [0.1, 0.0], [3.0, 0.0], [3.0, 0.2]])  # 0~1 and 2~3 near duplicates
+    target = torch.tensor([[[1, 2, 3, 0]]])
+    warped = torch.tensor([[[0, 0, 2, 0]]])
+    inside = torch.tensor([[[True, True, False, True]]])
+    out = near_duplicate_targets(target, warped, inside, codebook, radius=0.5)
+    # near and inside -> warped; far (1 vs 2) -> truth; near but entering -> truth; equal -> either
+    assert out.tolist() == [[[0, 2, 3, 0]]]
+    assert torch.equal(near_duplicate_targets(target, warped, None, codebook, 0.5), target)  # no motion path
+    assert torch.equal(near_duplicate_targets(target, warped, inside, codebook, 0.01), target)
 
 
 def test_span_action_targets_are_means_of_the_actions_between():

@@ -216,6 +216,28 @@ def test_every_loss_is_finite_and_lpips_runs_every_step(setup, lpips_net):
     assert m["ar_len"] > 0 and np.isfinite(m["loss_ar"]) and ("lpips_ar" in m or "lpips_tf" in m)
 
 
+def test_near_duplicate_targets_replace_the_true_codes_in_the_token_loss(setup, lpips_net, monkeypatch):
+    calls = []
+    real = objective.near_duplicate_targets
+
+    def spy(target, warped, inside, codebook, radius):
+        calls.append((target.clone(), radius))
+        return real(target, warped, inside, codebook, radius)
+
+    monkeypatch.setattr(objective, "near_duplicate_targets", spy)
+    plain = make_trainer(setup, lpips_net, "--ar-start-step", "1000")
+    batch = batch_from_data(setup, plain.cfg.seq_len)
+    ce_plain = plain.train_step(batch)["ce"]
+    assert not calls  # off by default
+    denoised = make_trainer(setup, lpips_net, "--ar-start-step", "1000", "--denoise-targets", "1e9")
+    ce_denoised = denoised.train_step(batch)["ce"]
+    tokens = batch["tokens"].long()
+    assert len(calls) == tokens.shape[1] - 1  # one per teacher-forced frame, with the true next frame
+    assert all(torch.equal(target, tokens[:, t + 1]) and radius == 1e9 for t, (target, radius) in enumerate(calls))
+    # Every code is a near duplicate at this radius: the loss scores the warped previous frame instead.
+    assert ce_denoised != pytest.approx(ce_plain)
+
+
 @pytest.mark.parametrize("only", ["w_lpips", "w_semantic"])
 def test_lpips_and_semantic_alone_move_the_model(setup, lpips_net, only):
     weights = {"w_ce": "0", "w_semantic": "0", "w_lpips": "0", "w_idm": "0", "w_rank": "0"}
