@@ -182,6 +182,9 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
         if self.recycle and not self.copy_prior > 0:
             raise config_mod.ConfigError("--recycle true needs the motion path (--copy-prior > 0): with no warp "
                                          "there is nothing to recycle")
+        if self.denoise_targets > 0 and not self.copy_prior > 0:
+            raise config_mod.ConfigError("--denoise-targets needs the motion path (--copy-prior > 0): the targets "
+                                         "are replaced by the warped previous codes")
         if not self.amp and self.amp_dtype != "auto":
             raise config_mod.ConfigError(f"--amp-dtype {self.amp_dtype} needs --amp true")
 

@@ -116,6 +116,8 @@ def test_negative_key_field_thresholds_are_a_config_error(setup, tmp_path):
         make_cfg(setup, tmp_path / "run", "--key-expected", "true")
     with pytest.raises(config_mod.ConfigError, match="--recycle true needs the motion path"):
         make_cfg(setup, tmp_path / "run", "--recycle", "true", "--copy-prior", "0")
+    with pytest.raises(config_mod.ConfigError, match="--denoise-targets needs the motion path"):
+        make_cfg(setup, tmp_path / "run", "--denoise-targets", "0.5", "--copy-prior", "0")
     assert make_cfg(setup, tmp_path / "run", "--key-expected", "true", "--key-min-moving-px", "0.05").key_expected
 
 
