@@ -61,6 +61,16 @@ def edge_fill_codes(root: str, files: list[str]) -> tuple[int, int]:
     return int(top.argmax()), int(bottom.argmax())
 
 
+def token_maps(root: str, files: list[str], max_frames: int) -> np.ndarray:
+    """The token maps [N, gh, gw] of the training files' frames, at most `max_frames` of them evenly spaced:
+    what the texture prior is fitted on (texture.fit)."""
+    from dataset import open_shard
+
+    maps = np.concatenate([np.asarray(open_shard(Path(root) / f)["tokens"]) for f in files])  # [T, gh, gw]
+    keep = np.linspace(0, len(maps) - 1, min(max_frames, len(maps))).round().astype(int)
+    return maps[keep].astype(np.int64)
+
+
 def calibrate_motion(cfg: Any, files: list[str], encoding: ActionEncoding, vqvae: Any,
                      verbose: bool) -> dict[str, Any]:
     """cfg: train.TrainConfig. The motion path's coefficients [3, 15] (motion.calibrate) from

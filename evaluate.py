@@ -120,6 +120,9 @@ class EvalConfig:
     """Sampling temperature (temperature / topk modes)."""
     top_k: int = 0
     """Codes kept per position in topk mode."""
+    fill: bool = True
+    """Draw the rows a walk's warp repeats from the model's texture prior (rollout.Sampling.fill), when it has
+    one; false = keep the sampling mode's codes there."""
     subtoken: bool = False
     """Draw the model's frames where their content is between whole-token moves (motion.subtoken_shift), as
     live play does. Off by default: against the tokenizer's reconstruction of the truth, which moves in steps
@@ -317,7 +320,7 @@ class Evaluation:
         self.cfg = cfg
         self.bundle = bundle
         self.device = bundle.device
-        self.sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed)
+        self.sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill)
         self.model = model or ModelPredictor(bundle, self.sampling, cfg.batch_size, cfg.subtoken)
         self.model.name = "model"
         self.predictors: dict[str, Predictor] = {

@@ -70,6 +70,9 @@ class InferenceConfig:
     """Softmax temperature for temperature and topk sampling."""
     top_k: int = 0
     """Codes kept per position in topk sampling."""
+    fill: bool = True
+    """Draw the rows a walk's warp repeats from the model's texture prior (rollout.Sampling.fill), when it has
+    one; false = keep the sampling mode's codes there."""
     seed: int = 0
     """Seed of the sampler (and of the random preset)."""
     device: str = "auto"
@@ -107,7 +110,7 @@ def run(cfg: InferenceConfig) -> dict:
     out = Path(cfg.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must end in .mp4, got {out}")
-    sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed)
+    sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill)
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
     bundle = load_bundle(model, cfg.vqvae or None, cfg.device, cfg.compile)

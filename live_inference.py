@@ -73,6 +73,9 @@ class LiveConfig:
     """Softmax temperature for temperature and topk sampling."""
     top_k: int = 0
     """Codes kept per position in topk sampling."""
+    fill: bool = True
+    """Draw the rows a walk's warp repeats from the model's texture prior (rollout.Sampling.fill), when it has
+    one; false = keep the sampling mode's codes there."""
     seed: int = 0
     """Seed of the sampler; R (reset) re-seeds it."""
     device: str = "auto"
@@ -306,7 +309,7 @@ class LiveSession:
             raise ValueError(f"cannot open a window ({e}); on a machine without a display use --headless") from e
         pygame.display.set_caption("Ochre - live world model (Esc frees the mouse, H HUD)")
         self.font = pygame.font.Font(None, 3 * cfg.scale + 4)
-        self.rollout = Rollout(bundle, Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed),
+        self.rollout = Rollout(bundle, Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill),
                                subtoken=cfg.subtoken)
         self.rollout.warmup(context.tokens, context.actions)
         self.context = context

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import motion
 from actions import CAMERA_SLICE, ENC_DIM, KEYS_SLICE
 from compat import IncompatibleError
+from texture import TexturePrior
 
 State = dict[str, torch.Tensor]
 
@@ -88,6 +89,11 @@ class ModelArchConfig:
     column the warp pushed out (motion.recycle_sources): a walk keeps the codes it pushes out. Off: mixed in
     the full evaluation (README, "Walking: how far W moves, and the rows it pushes out"). Needs the motion
     path."""
+    texture_dim: int = 64
+    """Width of the texture prior (texture.TexturePrior: a code from the code above, the code to its left and
+    its row), fitted on the training token maps before step 0; rollouts draw from it the positions where the
+    warp reads a source of the column twice (a walk's repeated rows), instead of repeating the code (README,
+    "Drawing what a walk repeats"). 0 = none. Needs the motion path."""
 
 
 @dataclass
@@ -166,6 +172,7 @@ class WorldModelConfig(ModelArchConfig):
         kw.setdefault("entering_prior", 0.0)  # nor, before it, a prior where content enters
         kw.setdefault("edge_memory", 0)  # nor a memory beyond the top and bottom edges
         kw.setdefault("recycle", False)  # nor recycled the rows a walk pushes out
+        kw.setdefault("texture_dim", 0)  # nor had a texture prior for the rows a walk repeats
         if "attn_pool" in kw:
             kw["attn_pool"] = tuple(kw["attn_pool"])
         return cls(**kw)
@@ -385,6 +392,12 @@ class WorldModel(nn.Module):
             self.register_buffer("key_field", field, persistent=False)
         if codebook is not None and cfg.init_from_codebook:
             self.init_from_codebook(codebook)
+        self.texture: TexturePrior | None = None
+        if self.motion and cfg.texture_dim > 0:
+            # Its own random stream: the rest of the model (and the run after it) initialises as without it.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self.texture = TexturePrior(k, cfg.texture_dim, cfg.grid_h).requires_grad_(False)
         # Channels-last throughout: the token embedding already comes out that way, and torch's CPU
         # depthwise-conv backward is ~3x faster in it (5x5: 8 ms vs 25 ms at [8, 128, 18, 32]).
         self.to(memory_format=torch.channels_last)
@@ -511,14 +524,23 @@ class WorldModel(nn.Module):
         src, inside, res = motion.warp_sources(state["motion_res"], disp)
         if self.cfg.recycle:
             src, inside = motion.recycle_sources(src, inside)
+        if self.texture is not None:
+            new_repeats = motion.vertical_repeats(src, inside)
         new = {k: (motion.gather_map(v, src) if k.startswith("h") else v) for k, v in state.items()}
         new["motion_res"], new["jump_age"] = res, jump_age
+        if self.texture is not None:
+            new["repeated"] = new_repeats
         warped = motion.gather_tokens(tokens, src)
         if "edge_mem" in state:
             moved = (state["motion_res"] + disp - res).round().long()  # [B, 2, gh, gw] whole tokens
             codes, known, new["edge_mem"] = motion.edge_step(state["edge_mem"], tokens, moved, self.cfg.edge_fill)
             warped = torch.where(known, codes, warped)
         return warped, inside, new
+
+    def repeated(self, state: State) -> torch.Tensor | None:
+        """Where the last step's warp read a source of the column twice [B, gh, gw] (the positions a rollout
+        draws from the texture prior, texture.fill), or None without a texture prior."""
+        return state.get("repeated") if self.texture is not None else None
 
     def pending_motion(self, state: State) -> torch.Tensor | None:
         """The motion the token warp has not applied yet [B, 2, gh, gw] (tokens; motion.subtoken_shift draws
@@ -544,7 +566,7 @@ class WorldModel(nn.Module):
         x = self.embed_tokens(warped)
         film = self.film_params(action)
         logits, new = self._core(self._layer0_proj(x, *film[0]), x, film, state)
-        for k in ("motion_res", "jump_age", "edge_mem"):  # the warp's state, already moved on
+        for k in ("motion_res", "jump_age", "edge_mem", "repeated"):  # the warp's state, already moved on
             if k in state:
                 new[k] = state[k]
         return self.add_copy_prior(logits, warped, inside), new

@@ -332,6 +332,18 @@ def warp_sources(residual: torch.Tensor, disp: torch.Tensor
     return src.reshape(b, gh * gw), inside, total - moved  # [B, gh*gw]
 
 
+def vertical_repeats(src: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """warp_sources' flat sources [B, gh*gw] and inside [B, gh, gw] -> [B, gh, gw] bool: the inside positions
+    whose source, in their own column, a position above them already reads (a walk's repeated rows; a
+    strafe's sideways repeats are not counted)."""
+    b, n = src.shape
+    gh, gw = inside.shape[-2:]
+    pos = torch.arange(n, device=src.device).expand(b, n)
+    flat_in = inside.reshape(b, n) & (src % gw == pos % gw)  # a vertical read
+    first = torch.full((b, n), n, device=src.device).scatter_reduce(1, src, torch.where(flat_in, pos, n), "amin")
+    return (flat_in & (first.gather(1, src) != pos)).view(b, gh, gw)  # [B, n] -> [B, gh, gw]
+
+
 def recycle_sources(src: torch.Tensor, inside: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """warp_sources' flat sources [B, gh*gw] and inside [B, gh, gw] -> the same with every repeated source
     (an inside position whose source, in its own column, a position above it already reads) given, column by
@@ -348,10 +360,7 @@ def recycle_sources(src: torch.Tensor, inside: torch.Tensor) -> tuple[torch.Tens
     b, n = src.shape
     gh, gw = inside.shape[-2:]
     dev = src.device
-    pos = torch.arange(n, device=dev).expand(b, n)
-    flat_in = inside.reshape(b, n) & (src % gw == pos % gw)  # a vertical read: sideways repeats stay
-    first = torch.full((b, n), n, device=dev).scatter_reduce(1, src, torch.where(flat_in, pos, n), "amin")
-    repeated = (flat_in & (first.gather(1, src) != pos)).view(b, gh, gw)  # [B, n] -> [B, gh, gw]
+    repeated = vertical_repeats(src, inside)
     unread = torch.ones((b, n), dtype=torch.bool, device=dev).scatter(1, src, False).view(b, gh, gw)
     rank_r = repeated.long().cumsum(1) - 1  # [B, gh, gw]: k-th repeated position of its column
     rank_u = unread.long().cumsum(1) - 1

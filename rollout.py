@@ -28,6 +28,7 @@ import torch
 from actions import ENC_DIM, RAW_DIM, ActionEncoding, validate_raw
 from compat import THIS_CODE, IncompatibleError, check_compatible, model_side, recorded_vqvae, vqvae_side
 from devices import inference_autocast, resolve_device, sync
+import texture
 from motion import subtoken_shift
 from vq_vae.model import FRAME_H, FRAME_W
 
@@ -167,6 +168,9 @@ class Sampling:
     """Codes kept per position in topk mode (>= 1)."""
     seed: int = 0
     """Seed of the sampling generator: the same seed gives the same rollout."""
+    fill: bool = True
+    """Where the warp repeated a row (a walk), draw the codes from the model's texture prior (texture.fill)
+    when it has one; False = keep what `mode` drew there."""
 
     def __post_init__(self) -> None:
         if self.mode not in SAMPLING_MODES:
@@ -185,6 +189,15 @@ class Sampling:
 def _gumbel(shape: Sequence[int], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     u = torch.rand(tuple(shape), generator=generator, device=like.device, dtype=torch.float32)
     return -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
+
+
+def draw_tokens(model: Any, logits: torch.Tensor, state: Any, sampling: Sampling,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """The next frame's tokens [B, h, w] from one model.step's logits and new state: `sampling.mode`'s draw,
+    then the positions the warp repeated redrawn from the texture prior (with sampling.fill)."""
+    tokens = sample_tokens(logits.float(), sampling.mode, sampling.temperature, sampling.top_k, generator)
+    repeated = model.repeated(state) if sampling.fill else None
+    return tokens if repeated is None else texture.fill(model.texture, tokens, repeated, generator)
 
 
 def sample_tokens(logits: torch.Tensor, mode: str = "greedy", temperature: float = 1.0, top_k: int = 0,
@@ -329,8 +342,7 @@ class Rollout:
         act = self._encode_action(np.asarray(raw_action, dtype=np.float32).reshape(RAW_DIM))[None]  # [1, 15]
         with inference_autocast(self.device):
             logits, self.state = self.bundle.step_fn(self.tokens[None], act, self.state)
-        s = self.sampling
-        self.tokens = sample_tokens(logits.float(), s.mode, s.temperature, s.top_k, self.generator)[0]
+        self.tokens = draw_tokens(self.bundle.model, logits, self.state, self.sampling, self.generator)[0]
         sync(self.device)
         self.step_ms = (time.perf_counter() - t0) * 1e3
         self.frames_generated += 1
@@ -392,7 +404,7 @@ def rollout_batch(bundle: Bundle, context_tokens: Any, context_actions: Any, fut
         cur = ctx[:, -1]
         for n in range(fa.shape[1]):
             logits, state = bundle.step_fn(cur, enc_fut[:, n], state)
-            cur = sample_tokens(logits.float(), sampling.mode, sampling.temperature, sampling.top_k, gen)
+            cur = draw_tokens(bundle.model, logits, state, sampling, gen)
             out[:, n] = cur
             pending = bundle.model.pending_motion(state) if subtoken else None
             if pending is not None:

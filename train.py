@@ -38,7 +38,8 @@ import ckpt_io
 import config as config_mod
 import train_diagnostics
 from actions import ActionEncoding
-from calibration import MOTION_FIELDS, calibrate_motion
+import texture
+from calibration import MOTION_FIELDS, calibrate_motion, token_maps
 from compat import check_compatible, shards_side, vqvae_side
 from curriculum import BrakeState, CurriculumConfig, brake_update, check_window, initial_brake, lr_factor
 from devices import Dist, PhaseTimer, all_reduce_mean_grads, amp_settings, autocast, resolve_device
@@ -121,6 +122,11 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
     """Entries of the keys' field under this many tokens per step are set to 0 (motion.fit_key_field): a slow
     motion moves content a whole token every 1/x steps, so over a long walk the rows under the field's still
     band convey what lies above them down over the ground (README, "The camera fit is a rotation")."""
+    texture_steps: int = 800
+    """Adam steps (batch 4096 positions) fitting the texture prior (texture.fit; with texture_dim > 0) on the
+    training token maps before step 0: about a minute on one CPU core."""
+    texture_frames: int = 20000
+    """At most this many training frames (evenly spaced) the texture prior is fitted on."""
     motion_frames: Literal["tokens", "video"] = "video"
     """What the calibration measures motion on: the tokenizer's decoding of the shards' tokens, or the source
     video the manifest names (decoded tokens where it is gone). Decoded frames under-measure sub-token motion
@@ -182,6 +188,9 @@ class TrainConfig(ObjectiveConfig, CurriculumConfig, ModelArchConfig):
         if self.recycle and not self.copy_prior > 0:
             raise config_mod.ConfigError("--recycle true needs the motion path (--copy-prior > 0): with no warp "
                                          "there is nothing to recycle")
+        if self.texture_steps < 0 or self.texture_frames < 1:
+            raise config_mod.ConfigError(f"--texture-steps must be >= 0 and --texture-frames >= 1, got "
+                                         f"{self.texture_steps} and {self.texture_frames}")
         if self.denoise_targets > 0 and not self.copy_prior > 0:
             raise config_mod.ConfigError("--denoise-targets needs the motion path (--copy-prior > 0): the targets "
                                          "are replaced by the warped previous codes")
@@ -200,7 +209,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  batch_size=2, seq_len=6, total_steps=40, warmup_steps=2, lr=1e-2, ar_start_step=2,
                  ar_ramp_steps=4, ar_min_len=1, ar_max_len=3, min_tf_steps=2, brake_interval=2,
                  ss_midpoint=20, ss_steepness=5.0, tau_steps=40, corrupt_ramp_steps=10, log_every=1,
-                 diag_every=5, image_every=10, val_every=10, val_batches=1, ckpt_every=10, keep_last=2),
+                 diag_every=5, image_every=10, val_every=10, val_batches=1, ckpt_every=10, keep_last=2,
+                 texture_dim=8, texture_steps=20),
     # CPU-friendly model: ~0.33 GFLOP per frame so live play reaches 30 FPS with the VQ decode; a training
     # schedule sized for a CPU (a few thousand steps of ~1-2 s on 2 cores; see BENCHMARKS.md).
     "laptop": dict(embed_dim=64, hidden_dim=128, num_layers=2, kernel_size=5, separable=True, film_hidden=64,
@@ -231,8 +241,9 @@ def make_param_groups(model: WorldModel, cfg: TrainConfig) -> list[dict[str, Any
     """AdamW groups: FiLM parameters get lr_mult = film_lr_mult; 1-d parameters get no weight decay."""
     film_ids = {id(p) for p in param_groups(model)["film"]}
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for p in model.parameters():
-        groups.setdefault((id(p) in film_ids, p.dim() >= 2), []).append(p)
+    for name, p in model.named_parameters():
+        if not name.startswith("texture."):  # fitted before step 0 (texture.fit), not trained with the rest
+            groups.setdefault((id(p) in film_ids, p.dim() >= 2), []).append(p)
     out = []
     for (is_film, decay), params in sorted(groups.items()):
         out.append({"params": params, "lr_mult": cfg.film_lr_mult if is_film else 1.0,
@@ -566,6 +577,17 @@ def run(cfg: TrainConfig, lpips_net: Any = None, on_step: Callable[["Trainer", d
     trainer = Trainer(cfg, vqvae, cfg.vqvae, ident, encoding, device, dist, lpips_net=lpips_net,
                       calibrated=calibrated)
     run_id = f"{files.root.name}-{int(time.time())}"
+    if rec is None and trainer.model.texture is not None:
+        maps = token_maps(cfg.data, train_files, cfg.texture_frames)
+        fitted = texture.fit(trainer.model.texture, maps, cfg.texture_steps, seed=cfg.seed)
+        if dist.group:
+            import torch.distributed as tdist
+
+            for t in trainer.model.texture.parameters():
+                tdist.broadcast(t.data, src=0)
+        if dist.main:
+            print(f"texture prior fitted on {len(maps)} frames: cross-entropy {fitted['texture_nll']:.2f} nats "
+                  f"(uniform {fitted['texture_uniform_nll']:.2f})", file=sys.stderr)
     if rec is not None:
         trainer.load_state_dict(rec, path)
         sampler.load_state_dict(rec["sampler"])

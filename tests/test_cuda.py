@@ -169,8 +169,8 @@ def test_bf16_autocast_steps_stay_finite_with_the_state_in_fp32(data, device):
     assert states and any(s["logits"].dtype == torch.bfloat16 for s in states)  # autocast was on
     for s in states:
         for k, v in s.items():
-            if k != "logits":  # the edge memory holds codes
-                want = torch.long if k == "edge_mem" else torch.float32
+            if k != "logits":  # the edge memory holds codes, "repeated" a mask
+                want = {"edge_mem": torch.long, "repeated": torch.bool}.get(k, torch.float32)
                 assert v.dtype == want, f"state {k} is {v.dtype} under bf16 autocast"
 
 
