@@ -44,7 +44,7 @@ def fit(prior: TexturePrior, token_maps: np.ndarray, steps: int, batch_size: int
         seed: int = 0) -> dict[str, float]:
     """Fit `prior` on token maps [N, h, w] (the training shards' frames) by cross-entropy over all positions.
     Uses its own generator, so the run's global random stream (the network's initialisation, the batches) is
-    the same with and without a prior. Returns the final loss and the bits a code of the uniform prior costs."""
+    the same with and without a prior. Returns the final loss and a uniform guess's, in nats a code."""
     dev = next(prior.parameters()).device
     maps = torch.as_tensor(np.asarray(token_maps, np.int64))
     if maps.dim() != 3 or not len(maps):
@@ -70,8 +70,8 @@ def fit(prior: TexturePrior, token_maps: np.ndarray, steps: int, batch_size: int
 
 
 @torch.no_grad()
-def fill(prior: TexturePrior, tokens: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None,
-         temperature: float = 1.0) -> torch.Tensor:
+def fill(prior: TexturePrior, tokens: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None
+         ) -> torch.Tensor:
     """tokens [B, h, w] with the positions in mask [B, h, w] redrawn from the prior, in raster order: a
     position is drawn after the ones above and to its left, so each diagonal y + x = d is one batched draw."""
     if not bool(mask.any()):
@@ -86,7 +86,7 @@ def fill(prior: TexturePrior, tokens: torch.Tensor, mask: torch.Tensor, generato
         none = torch.full_like(yi, prior.k)
         up = torch.where(yi > 0, out[bi, (yi - 1).clamp_min(0), xi], none)
         left = torch.where(xi > 0, out[bi, yi, (xi - 1).clamp_min(0)], none)
-        logits = prior(up, left, yi).float() / temperature  # [n, K]
+        logits = prior(up, left, yi).float()  # [n, K]
         u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(1e-10, 1 - 1e-7)
         out[bi, yi, xi] = (logits - torch.log(-torch.log(u))).argmax(1)  # a Gumbel-max draw
     return out
