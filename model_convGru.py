@@ -93,7 +93,7 @@ class ModelArchConfig:
     """Width of the texture prior (texture.TexturePrior: a code from the code above, the code to its left and
     its row), fitted on the training token maps before step 0; rollouts draw from it the positions where the
     warp reads a source of the column twice (a walk's repeated rows), instead of repeating the code (README,
-    "Drawing what a walk repeats"). 0 = none. Needs the motion path."""
+    "Drawing what a walk repeats"). 0 = none; none either without the motion path, where nothing repeats."""
 
 
 @dataclass
