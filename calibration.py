@@ -66,9 +66,12 @@ def token_maps(root: str, files: list[str], max_frames: int) -> np.ndarray:
     what the texture prior is fitted on (texture.fit)."""
     from dataset import open_shard
 
-    maps = np.concatenate([np.asarray(open_shard(Path(root) / f)["tokens"]) for f in files])  # [T, gh, gw]
-    keep = np.linspace(0, len(maps) - 1, min(max_frames, len(maps))).round().astype(int)
-    return maps[keep].astype(np.int64)
+    shards = [open_shard(Path(root) / f)["tokens"] for f in files]  # memory-mapped [T_i, gh, gw] each
+    starts = np.cumsum([0] + [len(t) for t in shards])
+    keep = np.linspace(0, starts[-1] - 1, min(max_frames, starts[-1])).round().astype(int)
+    # Only the kept frames are read: a large dataset's maps never sit in memory whole.
+    return np.concatenate([t[keep[(keep >= a) & (keep < b)] - a] for t, a, b in zip(shards, starts, starts[1:])]
+                          ).astype(np.int64)
 
 
 def calibrate_motion(cfg: Any, files: list[str], encoding: ActionEncoding, vqvae: Any,

@@ -524,12 +524,10 @@ class WorldModel(nn.Module):
         src, inside, res = motion.warp_sources(state["motion_res"], disp)
         if self.cfg.recycle:
             src, inside = motion.recycle_sources(src, inside)
-        if self.texture is not None:
-            new_repeats = motion.vertical_repeats(src, inside)
         new = {k: (motion.gather_map(v, src) if k.startswith("h") else v) for k, v in state.items()}
         new["motion_res"], new["jump_age"] = res, jump_age
         if self.texture is not None:
-            new["repeated"] = new_repeats
+            new["repeated"] = motion.vertical_repeats(src, inside)
         warped = motion.gather_tokens(tokens, src)
         if "edge_mem" in state:
             moved = (state["motion_res"] + disp - res).round().long()  # [B, 2, gh, gw] whole tokens

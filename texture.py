@@ -74,6 +74,8 @@ def fill(prior: TexturePrior, tokens: torch.Tensor, mask: torch.Tensor, generato
          ) -> torch.Tensor:
     """tokens [B, h, w] with the positions in mask [B, h, w] redrawn from the prior, in raster order: a
     position is drawn after the ones above and to its left, so each diagonal y + x = d is one batched draw."""
+    from rollout import sample_tokens  # here: rollout imports the model, which imports this module
+
     if not bool(mask.any()):
         return tokens
     out = tokens.clone()
@@ -86,7 +88,6 @@ def fill(prior: TexturePrior, tokens: torch.Tensor, mask: torch.Tensor, generato
         none = torch.full_like(yi, prior.k)
         up = torch.where(yi > 0, out[bi, (yi - 1).clamp_min(0), xi], none)
         left = torch.where(xi > 0, out[bi, yi, (xi - 1).clamp_min(0)], none)
-        logits = prior(up, left, yi).float()  # [n, K]
-        u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(1e-10, 1 - 1e-7)
-        out[bi, yi, xi] = (logits - torch.log(-torch.log(u))).argmax(1)  # a Gumbel-max draw
+        logits = prior(up, left, yi).float()[:, :, None, None]  # [n, K] -> [n, K, 1, 1]
+        out[bi, yi, xi] = sample_tokens(logits, "temperature", 1.0, generator=generator)[:, 0, 0]
     return out
