@@ -177,8 +177,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                "![stability](stability.png)", "",
                f"Thresholds: over the last quarter and relative to the truth, distinct codes per frame >= "
                f"{th['collapse_relative_min']} (collapse) and per second <= {th['shimmer_relative_max']} "
-               f"(shimmer); colour variance of the "
-               f"last second >= {th['grey_relative_min']} of the truth's (grey collapse); no periodic peak in the "
+               f"(shimmer); colour variance >= {th['grey_relative_min']} of the truth's over the same frames "
+               f"(grey collapse); no periodic peak in the "
                f"frame-change spectrum (periods 2-10 frames) unless the truth has >= {th['flash_explained_fraction']} "
                f"of its amplitude; no-op drift (last second, from the first generated frame) <= {th['drift_abs']} + "
                f"2x the truth's.",
@@ -292,8 +292,10 @@ def plot_stability(st: dict[str, Any], path: Path) -> None:
         g = s["grey"]
         t = np.arange(len(g["model_per_frame"])) / TICK_HZ
         axes[1].plot(t, g["model_per_frame"], label=f"{lbl} model")
-        axes[1].axhline(g["reference_variance"], ls="--", lw=0.8, color=axes[1].lines[-1].get_color())
-        axes[1].axhline(g["threshold"] * g["reference_variance"], color="r", lw=0.8)
+        axes[1].plot(np.arange(len(g["reference_per_frame"])) / TICK_HZ, g["reference_per_frame"], ls="--", lw=0.8,
+                     color=axes[1].lines[-1].get_color())
+        w0 = t[-g["window_frames"]]
+        axes[1].hlines(g["threshold"] * g["reference_variance"], w0, t[-1], color="r", lw=0.8)
         f = s["flashing"]
         fr, pw = np.asarray(f["spectrum"]["freq"]), np.asarray(f["spectrum"]["power"])
         if len(fr) > 1:
@@ -310,7 +312,7 @@ def plot_stability(st: dict[str, Any], path: Path) -> None:
     th = st["thresholds"]
     axes[0].axhspan(th["collapse_relative_min"], th["shimmer_relative_max"], color="g", alpha=0.08)
     axes[0].set(title="distinct codes / truth's (per frame: collapse; per s: shimmer)", xlabel="second")
-    axes[1].set(title="colour variance (dashed: truth mean; red: collapse)", xlabel="s")
+    axes[1].set(title="colour variance (dashed: truth; red: collapse, judged window)", xlabel="s")
     axes[1].set_ylim(bottom=0)
     axes[2].set(title="spectrum of frame change", xlabel="period (frames)", xlim=(2, 20))
     axes[2].axvline(5, color="grey", lw=0.6, ls=":")

@@ -302,15 +302,17 @@ def colour_variance(frames: np.ndarray) -> np.ndarray:
     return f.reshape(f.shape[0], -1, 3).var(axis=1).mean(axis=1)
 
 
-def grey_collapse(frames: np.ndarray, reference: np.ndarray, fps: float,
-                  threshold: float = 0.3) -> dict[str, Any]:
-    """Colour variance of the last second of `frames` relative to the mean of `reference` frames;
-    collapsed when below `threshold`."""
-    last = colour_variance(frames[-max(1, int(round(fps))):]).mean()
-    ref = colour_variance(reference).mean()
+def grey_collapse(frames: np.ndarray, reference: np.ndarray, window: int, threshold: float = 0.3,
+                  aligned: bool = True) -> dict[str, Any]:
+    """Mean colour variance of the last `window` frames of `frames` relative to the reference's: over the
+    same frames of `reference` when `aligned` (the truth of the same actions, which may itself end in a
+    plain field), else over all of `reference` (dataset statistics). Collapsed when below `threshold`."""
+    window = max(1, min(int(window), len(frames)))
+    last = colour_variance(frames[-window:]).mean()
+    ref = colour_variance(reference[len(frames) - window:len(frames)] if aligned else reference).mean()
     rel = float(last / ref) if ref > 0 else float("nan")
-    return {"last_second_variance": float(last), "reference_variance": float(ref), "relative": rel,
-            "threshold": threshold, "collapsed": bool(rel < threshold)}
+    return {"window_frames": window, "model_variance": float(last), "reference_variance": float(ref),
+            "relative": rel, "aligned": aligned, "threshold": threshold, "collapsed": bool(rel < threshold)}
 
 
 def change_spectrum(change: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

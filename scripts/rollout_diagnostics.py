@@ -92,7 +92,7 @@ def diagnose(cfg: DiagnosticsConfig) -> list[dict[str, float | str]]:
 
 def by_action(cfg: DiagnosticsConfig) -> dict[str, list[dict[str, float]]]:
     """Action -> per start: codes per frame and per second relative to the oracle (last quarter) and the
-    last second's colour variance relative to the oracle's, for that action repeated for cfg.seconds."""
+    colour variance relative to the oracle's over the same last quarter, for that action repeated for cfg.seconds."""
     import evaluate as E
     from action_scripts import TICK_HZ, named_script_actions
     from eval_inputs import blockworld_starts, heldout_files

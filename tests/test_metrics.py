@@ -165,10 +165,30 @@ def test_grey_collapse_detected(texture):
     mean = frames.mean(axis=(0, 1, 2))
     alpha = np.linspace(0, 1, 48)[:, None, None, None]
     fading = (1 - alpha) * frames + alpha * mean  # towards a flat average colour
-    assert M.grey_collapse(fading, frames, fps=16)["collapsed"]
-    ok = M.grey_collapse(frames, frames, fps=16)
-    assert not ok["collapsed"] and ok["relative"] == pytest.approx(1.0, abs=0.2)
+    assert M.grey_collapse(fading, frames, window=12)["collapsed"]
+    ok = M.grey_collapse(frames, frames, window=12)
+    assert not ok["collapsed"] and ok["relative"] == pytest.approx(1.0)
     assert M.colour_variance(np.full((2, 8, 8, 3), 0.5))[0] == 0
+
+
+def test_grey_collapse_compares_the_same_frames_of_the_truth(texture):
+    """A truth that ends looking at a plain field: a rollout that shows the same plain field is no collapse
+    (against the truth's whole mean it would be), a grey one still is; without an aligned truth the
+    reference is the mean of the reference frames."""
+    frames = pan(texture, 48)
+    plain = frames.mean(axis=(1, 2), keepdims=True)
+    truth = frames.copy()
+    truth[36:] = 0.85 * plain[36:] + 0.15 * frames[36:]  # the last quarter: low contrast
+    assert not M.grey_collapse(truth, truth, window=12)["collapsed"]
+    assert M.grey_collapse(truth, truth, window=12, aligned=False)["collapsed"]
+    grey = truth.copy()
+    grey[36:] = plain[36:]
+    assert M.grey_collapse(grey, truth, window=12)["collapsed"]
+    aligned = M.grey_collapse(frames, truth, window=12)
+    assert aligned["relative"] == pytest.approx(M.colour_variance(frames[36:]).mean()
+                                                / M.colour_variance(truth[36:]).mean())
+    loose = M.grey_collapse(frames[:40], truth, window=4, aligned=False)
+    assert loose["reference_variance"] == pytest.approx(M.colour_variance(truth).mean())
 
 
 def test_codebook_diversity_per_second():
