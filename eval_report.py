@@ -166,7 +166,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             c = cf["tokenizer_codes"]
             md += ["", "Tokenizer codes on the oracle's frames of these presets (definitions: vq_vae/README.md): "
                    + ", ".join(f"{k} {fmt(c[k])}" for k in ("idempotence", "stability_le2", "stability_3to8",
-                                                            "separation", "perplexity", "usage_fraction"))]
+                                                            "separation", "perplexity", "usage_fraction",
+                                                            "follow_1px", "follow_2px", "follow_3px")
+                               if k in c)]
     else:
         md.append(f"Skipped: {cf.get('skipped', 'no block-world episodes')}")
     md.append("")
@@ -449,6 +451,9 @@ def summary_of(report: dict[str, Any]) -> dict[str, Any]:
     if codes:
         s["tokenizer idempotence / stability <=2 / stability 3-8 / separation"] = " / ".join(
             fmt(codes[k]) for k in ("idempotence", "stability_le2", "stability_3to8", "separation"))
+        if "follow_1px" in codes:
+            s["tokenizer shift following at 1 / 2 / 3 px"] = " / ".join(
+                fmt(codes[f"follow_{k}px"]) for k in (1, 2, 3))
     if cf.get("summary"):
         s["counterfactual PSNR (mean over presets)"] = M.nanmean([v["psnr"] for v in cf["summary"].values()])
         for preset, v in cf["summary"].items():

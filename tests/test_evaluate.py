@@ -94,6 +94,7 @@ def test_quick_cli_end_to_end(tiny_setup, tmp_path, capsys):
     codes = cf["tokenizer_codes"]  # the tokenizer's code metrics on the oracle's clips
     assert 0.0 <= codes["idempotence"] <= 1.0 and 0.0 <= codes["stability_le2"] <= 1.0 and codes["separation"] >= 0
     assert any(k.startswith("tokenizer idempotence") for k in report["summary"])
+    assert np.isfinite(codes["follow_1px"]) and "tokenizer shift following at 1 / 2 / 3 px" in report["summary"]
     st = report["stability"]
     assert st["frames"] == 16 and len(st["starts"]) == 1
     assert st["starts"][0]["reference"].startswith("block-world oracle")

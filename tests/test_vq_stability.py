@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vq_vae.stability import (code_metrics, codebook_separation, codebook_usage, idempotence, patch_change,
-                              patch_stability)
+                              patch_stability, shift_following, shift_px)
 from test_vqvae import initialised, make_frames
 
 
@@ -114,3 +114,75 @@ def test_code_metrics_on_a_real_tokenizer_are_floats_in_range():
     for k in ("idempotence", "stability_le2", "usage_fraction"):
         assert 0.0 <= m[k] <= 1.0, k
     assert m["separation"] > 0 and 1 <= m["perplexity"] <= 64
+
+
+class LosslessTokenizer:
+    """Keeps every frame it encoded; a frame's tokens all carry its index, and decoding returns the frame
+    exactly: a tokenizer whose reconstruction follows any move."""
+
+    def __init__(self) -> None:
+        self.frames: list[torch.Tensor] = []
+        self.grid = (18, 32)
+
+    def encode(self, frames):
+        ids = []
+        for f in frames:
+            self.frames.append(torch.from_numpy(np.array(f)).float().permute(2, 0, 1) / 255.0)  # [3, H, W]
+            ids.append(len(self.frames) - 1)
+        return torch.tensor(ids)[:, None, None].expand(-1, *self.grid)  # [B, h, w]
+
+    def decode_code(self, tokens):
+        return torch.stack([self.frames[int(i)] for i in tokens[:, 0, 0]])  # [B, 3, H, W]
+
+
+class GridSnapTokenizer(LosslessTokenizer):
+    """Draws the picture only where its 4-px grid puts it: encoding rounds how far the content moved from
+    the first frame it saw (measured by phase correlation) to whole tokens, as a tokenizer whose codes
+    describe grid-aligned patches does."""
+
+    def encode(self, frames):
+        from metrics import image_shift
+        from vq_vae.stability import shift_px
+
+        snapped = []
+        for f in frames:
+            if not hasattr(self, "first"):
+                self.first = np.array(f)
+            dx, dy = image_shift(self.first, f)
+            snapped.append(shift_px(self.first[None], 4 * int(np.floor(dx / 4 + 0.5)),
+                                    4 * int(np.floor(dy / 4 + 0.5)))[0])
+        return super().encode(np.stack(snapped))
+
+
+def test_shift_px_moves_content_and_repeats_the_border():
+    f = np.zeros((1, 4, 6, 3), np.uint8)
+    f[0, :, 2] = 200
+    right = shift_px(f, 2, 0)
+    assert (right[0, :, 4] == 200).all() and (right[0, :, 2] == 0).all()
+    up = shift_px(f, 0, -1)
+    assert (up == f).all()  # a vertical stripe is unchanged by a vertical move with the border repeated
+    f[0, 0] = 50
+    down = shift_px(f, 0, 1)
+    assert (down[0, 0] == 50).all() and (down[0, 1] == 50).all() and (down[0, 2] == f[0, 1]).all()
+
+
+def test_a_lossless_tokenizer_follows_every_move():
+    frames = make_frames(1)
+    r = shift_following(LosslessTokenizer(), frames)
+    assert set(r) == {"follow_1px", "follow_2px", "follow_3px"}
+    for v in r.values():
+        assert abs(v - 1.0) < 0.1
+
+
+def test_a_grid_snapping_tokenizer_drops_one_pixel_and_rounds_three_up():
+    frames = make_frames(1)
+    r = shift_following(GridSnapTokenizer(), frames)
+    assert abs(r["follow_1px"]) < 0.1
+    assert abs(r["follow_3px"] - 4 / 3) < 0.1
+    assert shift_following(GridSnapTokenizer(), frames, shifts=(4,))["follow_4px"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_code_metrics_reports_shift_following():
+    r = code_metrics(PatchMeanTokenizer(), make_frames(4))
+    assert {"follow_1px", "follow_2px", "follow_3px"} <= set(r)
+    assert all(np.isfinite(r[k]) for k in ("follow_1px", "follow_2px", "follow_3px"))

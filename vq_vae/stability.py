@@ -9,7 +9,10 @@ These metrics measure that on held-out video (definitions in vq_vae/README.md):
   their code; the same for patches that changed by 3-8 grey levels;
 - codebook separation: median distance from each code to its nearest other code / median code norm
   (0 when codes are duplicated);
-- perplexity and usage of the code histogram.
+- perplexity and usage of the code histogram;
+- shift following: how far the reconstruction moves when the picture moves by less than a token (a
+  tokenizer that draws content only where its token grid puts it turns a 1-px move into none and a 3-px
+  move into a whole 4-px token).
 
 `code_metrics(tokenizer, clips)` is the one entry point (tokenizer + frames in, dict of floats out); it
 only needs `encode`, `decode_code`, `codebook`, `codebook_size` and `grid` from the tokenizer, so any
@@ -27,6 +30,10 @@ STABLE_MAX = 2
 """A patch that changed by at most this many grey levels counts as unchanged."""
 SMALL_CHANGE = (3, 8)
 """Inclusive range of grey-level changes that counts as a small change."""
+FOLLOW_SHIFTS = (1, 2, 3)
+"""Sub-token moves (px) at which shift following is measured."""
+FOLLOW_FRAMES = 32
+"""code_metrics measures shift following on at most this many frames (the first of each clip, then more)."""
 
 
 def _as_clips(clips: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -118,11 +125,51 @@ def codebook_usage(tokens: np.ndarray, codebook_size: int) -> dict[str, float]:
             "perplexity": float(np.exp(-(nz * np.log(nz)).sum()))}
 
 
+def shift_px(frames: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """uint8 [N, H, W, 3] with their content moved dx px right and dy px down (whole pixels, the border
+    repeated into the uncovered strip)."""
+    n, h, w, _ = frames.shape
+    pad = np.pad(frames, ((0, 0), (max(dy, 0), max(-dy, 0)), (max(dx, 0), max(-dx, 0)), (0, 0)), mode="edge")
+    y0, x0 = max(-dy, 0), max(-dx, 0)
+    return pad[:, y0:y0 + h, x0:x0 + w]  # [N, H, W, 3]
+
+
+@torch.no_grad()
+def reconstruct(tokenizer: Any, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> their encode/decode round trip as uint8 [N, H, W, 3]."""
+    out = []
+    for i in range(0, len(frames), batch_size):
+        img = tokenizer.decode_code(tokenizer.encode(frames[i:i + batch_size])).float().clamp(0, 1)  # [B, 3, H, W]
+        out.append((img.permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
+    return np.concatenate(out)
+
+
+def shift_following(tokenizer: Any, frames: np.ndarray, shifts: Sequence[int] = FOLLOW_SHIFTS,
+                    batch_size: int = 64) -> dict[str, float]:
+    """For each s in `shifts` (px): the reconstruction's measured motion (phase correlation between the
+    round trips of the frames and of the frames moved s px) divided by s, averaged over frames and over a
+    move right and a move down -> {"follow_{s}px": ratio}. 1 = the picture moves as far as its input; a
+    tokenizer that snaps to its 4-px grid scores 0 at 1 px and 1.33 at 3 px."""
+    from metrics import image_shift
+
+    base = reconstruct(tokenizer, frames, batch_size)
+    out = {}
+    for s in shifts:
+        ratios = []
+        for axis, (dx, dy) in enumerate(((s, 0), (0, s))):
+            moved = reconstruct(tokenizer, shift_px(frames, dx, dy), batch_size)
+            ratios += [image_shift(a, b)[axis] / s for a, b in zip(base, moved)]
+        out[f"follow_{s}px"] = float(np.mean(ratios))
+    return out
+
+
 def code_metrics(tokenizer: Any, clips: np.ndarray | Sequence[np.ndarray], batch_size: int = 64
                  ) -> dict[str, float]:
     """Every code-predictability metric of `tokenizer` on consecutive-frame clips (uint8 [T, H, W, 3] each,
     or one such array): idempotence, stability_le2, stability_3to8 (+ position counts), separation (+ its
-    parts), perplexity, usage_fraction, unique_codes, codebook_size. Usage and idempotence use every frame."""
+    parts), perplexity, usage_fraction, unique_codes, codebook_size, follow_{1,2,3}px. Usage and idempotence
+    use every frame; shift following the first frame of each clip, then the following ones, up to
+    FOLLOW_FRAMES."""
     clips = _as_clips(clips)
     grid = tuple(int(g) for g in tokenizer.grid)
     clip_tokens = [encode_frames(tokenizer, c, batch_size) for c in clips]
@@ -130,4 +177,12 @@ def code_metrics(tokenizer: Any, clips: np.ndarray | Sequence[np.ndarray], batch
     return {"idempotence": idempotence(tokenizer, all_tokens, batch_size),
             **patch_stability(clip_tokens, clips, grid),
             **codebook_separation(tokenizer.codebook),
-            **codebook_usage(all_tokens, int(tokenizer.codebook_size))}
+            **codebook_usage(all_tokens, int(tokenizer.codebook_size)),
+            **shift_following(tokenizer, _spread(clips, FOLLOW_FRAMES), batch_size=batch_size)}
+
+
+def _spread(clips: list[np.ndarray], n: int) -> np.ndarray:
+    """Up to n frames taken across clips: frame 0 of every clip, then frame 1 of every clip, ..."""
+    longest = max(len(c) for c in clips)
+    picked = [c[t] for t in range(longest) for c in clips if t < len(c)][:n]
+    return np.stack(picked)  # [n, H, W, 3]
