@@ -137,8 +137,12 @@ class LosslessTokenizer:
 
 class GridSnapTokenizer(LosslessTokenizer):
     """Draws the picture only where its 4-px grid puts it: encoding rounds how far the content moved from
-    the first frame it saw (measured by phase correlation) to whole tokens, as a tokenizer whose codes
-    describe grid-aligned patches does."""
+    `origin` (measured by phase correlation) to whole tokens, as a tokenizer whose codes describe
+    grid-aligned patches would."""
+
+    def __init__(self, origin: np.ndarray) -> None:
+        super().__init__()
+        self.origin = origin
 
     def encode(self, frames):
         from metrics import image_shift
@@ -146,10 +150,8 @@ class GridSnapTokenizer(LosslessTokenizer):
 
         snapped = []
         for f in frames:
-            if not hasattr(self, "first"):
-                self.first = np.array(f)
-            dx, dy = image_shift(self.first, f)
-            snapped.append(shift_px(self.first[None], 4 * int(np.floor(dx / 4 + 0.5)),
+            dx, dy = image_shift(self.origin, f)
+            snapped.append(shift_px(self.origin[None], 4 * int(np.floor(dx / 4 + 0.5)),
                                     4 * int(np.floor(dy / 4 + 0.5)))[0])
         return super().encode(np.stack(snapped))
 
@@ -176,10 +178,25 @@ def test_a_lossless_tokenizer_follows_every_move():
 
 def test_a_grid_snapping_tokenizer_drops_one_pixel_and_rounds_three_up():
     frames = make_frames(1)
-    r = shift_following(GridSnapTokenizer(), frames)
+    r = shift_following(GridSnapTokenizer(frames[0]), frames)
     assert abs(r["follow_1px"]) < 0.1
     assert abs(r["follow_3px"] - 4 / 3) < 0.1
-    assert shift_following(GridSnapTokenizer(), frames, shifts=(4,))["follow_4px"] == pytest.approx(1.0, abs=0.1)
+    assert shift_following(GridSnapTokenizer(frames[0]), frames, shifts=(4,))["follow_4px"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_fixed_pattern_artefacts_do_not_hide_that_the_content_moves():
+    frames = make_frames(1)
+
+    class Stamped(LosslessTokenizer):
+        """Lossless, plus a strong pattern fixed on the screen (a decoder's grid artefacts)."""
+
+        def decode_code(self, tokens):
+            img = super().decode_code(tokens).clone()
+            img[:, :, ::4, ::4] = 1.0
+            img[:, :, 2::4, 2::4] = 0.0
+            return img
+
+    assert shift_following(Stamped(), frames)["follow_1px"] == pytest.approx(1.0, abs=0.1)
 
 
 def test_code_metrics_reports_shift_following():
