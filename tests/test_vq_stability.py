@@ -181,7 +181,8 @@ def test_a_grid_snapping_tokenizer_drops_one_pixel_and_rounds_three_up():
     r = shift_following(GridSnapTokenizer(frames[0]), frames)
     assert abs(r["follow_1px"]) < 0.1
     assert abs(r["follow_3px"] - 4 / 3) < 0.1
-    assert shift_following(GridSnapTokenizer(frames[0]), frames, shifts=(4,))["follow_4px"] == pytest.approx(1.0, abs=0.1)
+    four = shift_following(GridSnapTokenizer(frames[0]), frames, shifts=(4,))
+    assert four["follow_4px"] == pytest.approx(1.0, abs=0.1)
 
 
 def test_fixed_pattern_artefacts_do_not_hide_that_the_content_moves():

@@ -155,15 +155,18 @@ def shift_following(tokenizer: Any, frames: np.ndarray, shifts: Sequence[int] = 
 
     Why against the input and not between the two round trips: a decoder's fixed-pattern artefacts stay put
     on the screen, and a phase correlation (or error) between two reconstructions is pulled to no motion by
-    them: on the block world, the laptop tokenizer scored 0 at 1 px that way while its content moved 0.9 px."""
+    them: on the block world, the laptop tokenizer scored 0 at 1 px that way while its content moved 1 px."""
+    h, w = frames.shape[1:3]
+    inner = (slice(None), slice(margin, h - margin), slice(margin, w - margin))
     out = {}
     for s in shifts:
         ratios = []
         for axis in (0, 1):
             rec = reconstruct(tokenizer, shift_px(frames, *((s, 0) if axis == 0 else (0, s))), batch_size)
+            rec = rec.astype(np.int16)[inner]
             ks = np.arange(-1, s + 3)
-            err = np.array([np.abs(rec.astype(np.int16) - shift_px(frames, *((k, 0) if axis == 0 else (0, k)))
-                                   .astype(np.int16))[:, margin:-margin, margin:-margin].mean() for k in ks])
+            err = np.array([np.abs(rec - shift_px(frames, *((k, 0) if axis == 0 else (0, k))).astype(np.int16)[inner])
+                            .mean() for k in ks])
             i = int(np.clip(err.argmin(), 1, len(ks) - 2))
             curv = err[i - 1] - 2 * err[i] + err[i + 1]
             vertex = 0.5 * (err[i - 1] - err[i + 1]) / curv if curv > 0 else 0.0
