@@ -370,3 +370,16 @@ def test_dithered_forward_feeds_the_decoder_noisy_latents_within_half_a_step():
     assert all(p.grad is not None for p in m.encoder.parameters())
     with pytest.raises(SystemExit):  # only a lattice has a step to dither by
         vq_train.main(["--data", "x", "--preset", "tiny", "--fsq-dither-steps", "5"])
+
+
+def test_evaluate_cli_writes_its_report_with_reconstructions_and_code_metrics(video_dir, tmp_path):
+    from vq_vae import evaluate as vq_evaluate
+
+    ckpt = tmp_path / "vqvae.pt"
+    save_vqvae(initialised(), ckpt)
+    report = vq_evaluate.main(["--vqvae", str(ckpt), "--data", str(video_dir), "--frames", "8",
+                               "--clips-per-video", "1", "--clip-frames", "4", "--out", str(tmp_path / "eval"),
+                               "--device", "cpu"])
+    assert report["frames"] == 8 and np.isfinite(report["psnr_db"])
+    assert {"codes/idempotence", "codes/follow_1px"} <= set(report)
+    assert (tmp_path / "eval" / "report.json").is_file() and (tmp_path / "eval" / "reconstructions.png").is_file()

@@ -31,8 +31,7 @@ from lpips_loader import load_lpips
 from run_files import write_png
 from vq_vae.checkpoint import load_vqvae, vqvae_identity
 from vq_vae.data import find_videos, heldout_clips, heldout_frames
-from vq_vae.model import VQVAE
-from vq_vae.stability import code_metrics, codebook_usage
+from vq_vae.stability import code_metrics, codebook_usage, reconstruct
 from vq_vae.train import recon_grid, split_data_args
 
 
@@ -62,17 +61,6 @@ class VQEvalConfig:
     """Where to run."""
     cpu_threads: int = 0
     """torch CPU threads (0: torch's default)."""
-
-
-@torch.no_grad()
-def reconstruct(model: VQVAE, frames: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 frames [N, H, W, 3] -> (uint8 reconstructions [N, H, W, 3], tokens int64 [N, h, w])."""
-    recs, toks = [], []
-    for i in range(0, len(frames), batch_size):
-        idx = model.encode(frames[i:i + batch_size])
-        recs.append(VQVAE.to_uint8(model.decode_code(idx)))
-        toks.append(idx.cpu().numpy())
-    return np.concatenate(recs), np.concatenate(toks)
 
 
 def evaluate(cfg: VQEvalConfig) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from vq_vae.model import VQVAE
+
 STABLE_MAX = 2
 """A patch that changed by at most this many grey levels counts as unchanged."""
 SMALL_CHANGE = (3, 8)
@@ -135,13 +137,14 @@ def shift_px(frames: np.ndarray, dx: int, dy: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def reconstruct(tokenizer: Any, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """uint8 [N, H, W, 3] -> their encode/decode round trip as uint8 [N, H, W, 3]."""
-    out = []
+def reconstruct(tokenizer: Any, frames: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames [N, H, W, 3] -> (their encode/decode round trip, uint8 [N, H, W, 3], tokens int64 [N, h, w])."""
+    recs, toks = [], []
     for i in range(0, len(frames), batch_size):
-        img = tokenizer.decode_code(tokenizer.encode(frames[i:i + batch_size])).float().clamp(0, 1)  # [B, 3, H, W]
-        out.append((img.permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
-    return np.concatenate(out)
+        idx = tokenizer.encode(frames[i:i + batch_size])
+        recs.append(VQVAE.to_uint8(tokenizer.decode_code(idx)))
+        toks.append(idx.cpu().numpy())
+    return np.concatenate(recs), np.concatenate(toks)
 
 
 def shift_following(tokenizer: Any, frames: np.ndarray, shifts: Sequence[int] = FOLLOW_SHIFTS,
@@ -162,7 +165,7 @@ def shift_following(tokenizer: Any, frames: np.ndarray, shifts: Sequence[int] = 
     for s in shifts:
         ratios = []
         for axis in (0, 1):
-            rec = reconstruct(tokenizer, shift_px(frames, *((s, 0) if axis == 0 else (0, s))), batch_size)
+            rec, _ = reconstruct(tokenizer, shift_px(frames, *((s, 0) if axis == 0 else (0, s))), batch_size)
             rec = rec.astype(np.int16)[inner]
             ks = np.arange(-1, s + 3)
             err = np.array([np.abs(rec - shift_px(frames, *((k, 0) if axis == 0 else (0, k))).astype(np.int16)[inner])
