@@ -126,6 +126,9 @@ class EvalConfig:
     fill: bool = True
     """Draw the rows a walk's warp repeats from the model's texture prior (rollout.Sampling.fill), when it has
     one; false = keep the sampling mode's codes there."""
+    fill_anchor: float = 32.0
+    """Weigh the fill's draw towards the code the warp put there (rollout.Sampling.fill_anchor: the kernel's
+    width in median nearest-code distances); 0 = the prior alone."""
     subtoken: bool = False
     """Draw the model's frames where their content is between whole-token moves (motion.subtoken_shift), as
     live play does. Off by default: against the tokenizer's reconstruction of the truth, which moves in steps
@@ -324,7 +327,7 @@ class Evaluation:
         self.cfg = cfg
         self.bundle = bundle
         self.device = bundle.device
-        self.sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill)
+        self.sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill, cfg.fill_anchor)
         self.model = model or ModelPredictor(bundle, self.sampling, cfg.batch_size, cfg.subtoken)
         self.model.name = "model"
         self.predictors: dict[str, Predictor] = {

@@ -73,6 +73,9 @@ class InferenceConfig:
     fill: bool = True
     """Draw the rows a walk's warp repeats from the model's texture prior (rollout.Sampling.fill), when it has
     one; false = keep the sampling mode's codes there."""
+    fill_anchor: float = 32.0
+    """Weigh the fill's draw towards the code the warp put there (rollout.Sampling.fill_anchor: the kernel's
+    width in median nearest-code distances); 0 = the prior alone."""
     seed: int = 0
     """Seed of the sampler (and of the random preset)."""
     device: str = "auto"
@@ -110,7 +113,7 @@ def run(cfg: InferenceConfig) -> dict:
     out = Path(cfg.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must end in .mp4, got {out}")
-    sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill)
+    sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill, cfg.fill_anchor)
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
     bundle = load_bundle(model, cfg.vqvae or None, cfg.device, cfg.compile)

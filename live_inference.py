@@ -76,6 +76,9 @@ class LiveConfig:
     fill: bool = True
     """Draw the rows a walk's warp repeats from the model's texture prior (rollout.Sampling.fill), when it has
     one; false = keep the sampling mode's codes there."""
+    fill_anchor: float = 32.0
+    """Weigh the fill's draw towards the code the warp put there (rollout.Sampling.fill_anchor: the kernel's
+    width in median nearest-code distances); 0 = the prior alone."""
     seed: int = 0
     """Seed of the sampler; R (reset) re-seeds it."""
     device: str = "auto"
@@ -309,8 +312,8 @@ class LiveSession:
             raise ValueError(f"cannot open a window ({e}); on a machine without a display use --headless") from e
         pygame.display.set_caption("Ochre - live world model (Esc frees the mouse, H HUD)")
         self.font = pygame.font.Font(None, 3 * cfg.scale + 4)
-        self.rollout = Rollout(bundle, Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill),
-                               subtoken=cfg.subtoken)
+        sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill, cfg.fill_anchor)
+        self.rollout = Rollout(bundle, sampling, subtoken=cfg.subtoken)
         self.rollout.warmup(context.tokens, context.actions)
         self.context = context
         self.device = str(bundle.device)

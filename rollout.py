@@ -171,6 +171,10 @@ class Sampling:
     fill: bool = True
     """Where the warp repeated a row (a walk), draw the codes from the model's texture prior (texture.fill)
     when it has one; False = keep what `mode` drew there."""
+    fill_anchor: float = 32.0
+    """Width of the kernel that weighs the fill's draw towards the code the warp put there (texture.Anchor:
+    exp(-d^2 / (width x the median nearest-code d^2)), d between VQ-VAE code vectors); 0 = the prior alone.
+    README, "Anchoring the texture prior"."""
 
     def __post_init__(self) -> None:
         if self.mode not in SAMPLING_MODES:
@@ -179,6 +183,8 @@ class Sampling:
             raise ValueError(f"temperature must be > 0 for {self.mode} sampling, got {self.temperature}")
         if self.mode == "topk" and self.top_k < 1:
             raise ValueError(f"topk sampling needs top_k >= 1, got {self.top_k}")
+        if not self.fill_anchor >= 0:
+            raise ValueError(f"fill_anchor must be >= 0 (0 = no anchor), got {self.fill_anchor}")
 
     def generator(self, device: torch.device) -> torch.Generator:
         g = torch.Generator(device=device)
@@ -192,12 +198,21 @@ def _gumbel(shape: Sequence[int], like: torch.Tensor, generator: torch.Generator
 
 
 def draw_tokens(model: Any, logits: torch.Tensor, state: Any, sampling: Sampling,
-                generator: torch.Generator | None) -> torch.Tensor:
+                generator: torch.Generator | None, anchor: texture.Anchor | None = None) -> torch.Tensor:
     """The next frame's tokens [B, h, w] from one model.step's logits and new state: `sampling.mode`'s draw,
-    then the positions the warp repeated redrawn from the texture prior (with sampling.fill)."""
+    then the positions the warp repeated redrawn from the texture prior (with sampling.fill), weighed towards
+    the drawn code with `anchor` (fill_anchor)."""
     tokens = sample_tokens(logits.float(), sampling.mode, sampling.temperature, sampling.top_k, generator)
     repeated = model.repeated(state) if sampling.fill else None
-    return tokens if repeated is None else texture.fill(model.texture, tokens, repeated, generator)
+    return tokens if repeated is None else texture.fill(model.texture, tokens, repeated, generator, anchor)
+
+
+def fill_anchor(bundle: Bundle, sampling: Sampling) -> texture.Anchor | None:
+    """The texture.Anchor over the bundle's VQ-VAE codebook that `sampling` asks for, or None (no fill, no
+    anchor, or a model without a texture prior)."""
+    if not (sampling.fill and sampling.fill_anchor > 0 and getattr(bundle.model, "texture", None) is not None):
+        return None
+    return texture.Anchor(bundle.vqvae.codebook, sampling.fill_anchor)
 
 
 def sample_tokens(logits: torch.Tensor, mode: str = "greedy", temperature: float = 1.0, top_k: int = 0,
@@ -286,6 +301,7 @@ class Rollout:
         """frame() draws the picture where its content is, between whole-token moves (pending_offset)."""
         self.device = bundle.device
         self.generator = self.sampling.generator(self.device)
+        self.anchor = fill_anchor(bundle, self.sampling)
         self._ctx_tokens: torch.Tensor | None = None
         self._ctx_actions: torch.Tensor | None = None
         self.state: Any = None
@@ -342,7 +358,8 @@ class Rollout:
         act = self._encode_action(np.asarray(raw_action, dtype=np.float32).reshape(RAW_DIM))[None]  # [1, 15]
         with inference_autocast(self.device):
             logits, self.state = self.bundle.step_fn(self.tokens[None], act, self.state)
-        self.tokens = draw_tokens(self.bundle.model, logits, self.state, self.sampling, self.generator)[0]
+        self.tokens = draw_tokens(self.bundle.model, logits, self.state, self.sampling, self.generator,
+                                  self.anchor)[0]
         sync(self.device)
         self.step_ms = (time.perf_counter() - t0) * 1e3
         self.frames_generated += 1
@@ -395,6 +412,7 @@ def rollout_batch(bundle: Bundle, context_tokens: Any, context_actions: Any, fut
     enc_ctx = torch.from_numpy(bundle.encoding.encode(ca)).to(dev)  # [B, C-1, 15]
     enc_fut = torch.from_numpy(bundle.encoding.encode(fa)).to(dev)  # [B, N, 15]
     gen = sampling.generator(dev)
+    anchor = fill_anchor(bundle, sampling)
     state = bundle.model.init_state(b, dev)
     out = torch.empty((b, fa.shape[1]) + tuple(ctx.shape[2:]), dtype=torch.int64, device=dev)
     offsets = []
@@ -404,7 +422,7 @@ def rollout_batch(bundle: Bundle, context_tokens: Any, context_actions: Any, fut
         cur = ctx[:, -1]
         for n in range(fa.shape[1]):
             logits, state = bundle.step_fn(cur, enc_fut[:, n], state)
-            cur = draw_tokens(bundle.model, logits, state, sampling, gen)
+            cur = draw_tokens(bundle.model, logits, state, sampling, gen, anchor)
             out[:, n] = cur
             pending = bundle.model.pending_motion(state) if subtoken else None
             if pending is not None:

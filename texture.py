@@ -7,6 +7,8 @@ the picture loses its codes (README, "Drawing what a walk repeats"), where the g
 ground comes closer. The network's own choice there is the likeliest code, a plain; independent draws from
 its softmax give speckle. Drawn from this prior in raster order, each repeated position continues the texture
 around it (grass next to grass, a dirt edge under grass), as a texture-synthesis step in token space.
+The draw is weighed towards the code the warp put there (`Anchor`), so on a world the prior never saw the
+texture stays the one on screen (README, "Anchoring the texture prior").
 """
 from __future__ import annotations
 
@@ -69,11 +71,45 @@ def fit(prior: TexturePrior, token_maps: np.ndarray, steps: int, batch_size: int
     return {"texture_nll": float(loss.detach()), "texture_uniform_nll": float(np.log(prior.k))}
 
 
+class Anchor:
+    """Keeps the prior's draw near the code the warp put there (the anchor): each code c is weighed by
+    exp(-|e_c - e_a|^2 / (width * s)), with e the VQ-VAE's code vectors, a the anchor and s the median
+    squared distance from a code to its nearest other code. The prior knows the training worlds' textures;
+    on a world it never saw (snow, where it learnt grass and sand) its draw alone puts sand into snow, and
+    the anchor keeps the drawn texture among codes that look like what was there."""
+
+    def __init__(self, codebook: torch.Tensor, width: float) -> None:
+        if not width > 0:
+            raise ValueError(f"the fill anchor's width must be > 0, got {width}")
+        self.codebook = codebook.detach().float()  # [K, D]
+        self.scale = float(width) * nearest_sq_median(self.codebook)
+
+    def log_weights(self, anchor: torch.Tensor) -> torch.Tensor:
+        """anchor codes [n] -> log-weights [n, K] to add to the prior's logits."""
+        return -torch.cdist(self.codebook[anchor], self.codebook).pow(2) / self.scale
+
+
+def nearest_sq_median(codebook: torch.Tensor, chunk: int = 1024) -> float:
+    """The median over codes [K, D] of the squared distance to the nearest other code (in chunks of rows,
+    so a large codebook never needs a K x K matrix)."""
+    k = codebook.shape[0]
+    if k < 2:
+        raise ValueError(f"a fill anchor needs at least 2 codes, got {k}")
+    nearest = []
+    for i in range(0, k, chunk):
+        d2 = torch.cdist(codebook[i:i + chunk], codebook).pow(2)  # [c, K]
+        rows = torch.arange(d2.shape[0], device=d2.device)
+        d2[rows, rows + i] = float("inf")  # not the code itself
+        nearest.append(d2.min(1).values)
+    return max(float(torch.cat(nearest).median()), 1e-12)
+
+
 @torch.no_grad()
-def fill(prior: TexturePrior, tokens: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None
-         ) -> torch.Tensor:
+def fill(prior: TexturePrior, tokens: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None,
+         anchor: Anchor | None = None) -> torch.Tensor:
     """tokens [B, h, w] with the positions in mask [B, h, w] redrawn from the prior, in raster order: a
-    position is drawn after the ones above and to its left, so each diagonal y + x = d is one batched draw."""
+    position is drawn after the ones above and to its left, so each diagonal y + x = d is one batched draw.
+    With `anchor`, each position's draw is weighed towards the code `tokens` holds there."""
     from rollout import sample_tokens  # here: rollout imports the model, which imports this module
 
     if not bool(mask.any()):
@@ -88,6 +124,8 @@ def fill(prior: TexturePrior, tokens: torch.Tensor, mask: torch.Tensor, generato
         none = torch.full_like(yi, prior.k)
         up = torch.where(yi > 0, out[bi, (yi - 1).clamp_min(0), xi], none)
         left = torch.where(xi > 0, out[bi, yi, (xi - 1).clamp_min(0)], none)
-        logits = prior(up, left, yi).float()[:, :, None, None]  # [n, K] -> [n, K, 1, 1]
-        out[bi, yi, xi] = sample_tokens(logits, "temperature", 1.0, generator=generator)[:, 0, 0]
+        logits = prior(up, left, yi).float()  # [n, K]
+        if anchor is not None:
+            logits = logits + anchor.log_weights(tokens[bi, yi, xi])
+        out[bi, yi, xi] = sample_tokens(logits[:, :, None, None], "temperature", 1.0, generator=generator)[:, 0, 0]
     return out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import motion
@@ -98,3 +99,36 @@ def test_models_without_a_prior_draw_as_before_and_old_checkpoints_load_without_
     d = walking_model(8).cfg.to_dict()
     del d["texture_dim"]
     assert WorldModelConfig.from_dict(d).texture_dim == 0
+
+
+def two_clusters() -> torch.Tensor:
+    """A codebook [K, 2] of two tight clusters far apart: codes 0-3 near the origin, codes 4-7 near (10, 10)."""
+    near = torch.tensor([[0.0, 0.0], [0.3, 0.0], [0.0, 0.3], [0.3, 0.3]])
+    return torch.cat([near, near + 10.0])
+
+
+def test_an_anchored_fill_draws_codes_that_look_like_the_one_that_was_there():
+    h, w = 4, 6
+    prior = texture.TexturePrior(K, 8, h)
+    texture.fit(prior, np.random.default_rng(0).integers(0, K, (64, h, w)), steps=100, batch_size=512, lr=1e-2)
+    tokens = torch.zeros(1, h, w, dtype=torch.int64)
+    tokens[:, :, w // 2:] = 5  # the right half holds a code of the far cluster
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    anchor = texture.Anchor(two_clusters(), width=32.0)
+    drawn = texture.fill(prior, tokens, mask, torch.Generator().manual_seed(0), anchor)
+    assert ((drawn < 4) == (tokens < 4)).all()  # every draw stays in its anchor's cluster
+    assert len(torch.unique(drawn)) > 2  # and is a draw within it, not a copy of the anchor
+    free = texture.fill(prior, tokens, mask, torch.Generator().manual_seed(0))
+    assert ((free < 4) != (tokens < 4)).any()  # the prior alone (fitted on uniform maps) crosses over
+
+
+def test_the_anchor_scale_is_the_median_nearest_code_distance_and_a_width_must_be_positive():
+    assert abs(texture.nearest_sq_median(two_clusters(), chunk=3) - 0.09) < 1e-6  # chunks agree with one pass
+    a = texture.Anchor(two_clusters(), width=2.0)
+    w = a.log_weights(torch.tensor([0, 5]))  # [2, K]
+    assert w.shape == (2, K) and w[0, 0] == 0 and w[1, 5] == 0 and w[0, 5] < -1000
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="width"):
+            texture.Anchor(two_clusters(), width=bad)
+    with pytest.raises(ValueError, match="fill_anchor"):
+        Sampling(fill_anchor=-1.0)
