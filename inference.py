@@ -73,7 +73,7 @@ class InferenceConfig:
     fill: bool = True
     """Draw the rows a walk's warp repeats from the model's texture prior (rollout.Sampling.fill), when it has
     one; false = keep the sampling mode's codes there."""
-    fill_anchor: float = 32.0
+    fill_anchor: float = 128.0
     """Weigh the fill's draw towards the code the warp put there (rollout.Sampling.fill_anchor: the kernel's
     width in median nearest-code distances); 0 = the prior alone."""
     seed: int = 0

@@ -171,7 +171,7 @@ class Sampling:
     fill: bool = True
     """Where the warp repeated a row (a walk), draw the codes from the model's texture prior (texture.fill)
     when it has one; False = keep what `mode` drew there."""
-    fill_anchor: float = 32.0
+    fill_anchor: float = 128.0
     """Width of the kernel that weighs the fill's draw towards the code the warp put there (texture.Anchor:
     exp(-d^2 / (width x the median nearest-code d^2)), d between VQ-VAE code vectors); 0 = the prior alone.
     README, "Anchoring the texture prior"."""
