@@ -286,8 +286,6 @@ def stability_checks(model_tokens: np.ndarray, model_frames: np.ndarray, ref_tok
     diversity["pass"] = not (diversity["collapsed"] or diversity["shimmer"])
     grey = M.grey_collapse(model_frames, ref_frames, max(1, len(model_frames) // 4), GREY_THRESHOLD,
                            aligned=ref_tokens is not None)
-    grey["model_per_frame"] = M.colour_variance(model_frames).tolist()
-    grey["reference_per_frame"] = M.colour_variance(ref_frames).tolist()
     grey["pass"] = not grey["collapsed"]
     change = M.frame_change(model_frames)
     ref_change = M.frame_change(ref_frames)

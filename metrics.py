@@ -306,13 +306,16 @@ def grey_collapse(frames: np.ndarray, reference: np.ndarray, window: int, thresh
                   aligned: bool = True) -> dict[str, Any]:
     """Mean colour variance of the last `window` frames of `frames` relative to the reference's: over the
     same frames of `reference` when `aligned` (the truth of the same actions, which may itself end in a
-    plain field), else over all of `reference` (dataset statistics). Collapsed when below `threshold`."""
+    plain field), else over all of `reference` (dataset statistics). Collapsed when below `threshold`.
+    Also returns both per-frame variance curves (the report's plots)."""
     window = max(1, min(int(window), len(frames)))
-    last = colour_variance(frames[-window:]).mean()
-    ref = colour_variance(reference[len(frames) - window:len(frames)] if aligned else reference).mean()
+    model_curve, ref_curve = colour_variance(frames), colour_variance(reference)  # [T], [R]
+    last = model_curve[-window:].mean()
+    ref = (ref_curve[len(frames) - window:len(frames)] if aligned else ref_curve).mean()
     rel = float(last / ref) if ref > 0 else float("nan")
     return {"window_frames": window, "model_variance": float(last), "reference_variance": float(ref),
-            "relative": rel, "aligned": aligned, "threshold": threshold, "collapsed": bool(rel < threshold)}
+            "relative": rel, "aligned": aligned, "threshold": threshold, "collapsed": bool(rel < threshold),
+            "model_per_frame": model_curve.tolist(), "reference_per_frame": ref_curve.tolist()}
 
 
 def change_spectrum(change: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -189,6 +189,8 @@ def test_grey_collapse_compares_the_same_frames_of_the_truth(texture):
                                                 / M.colour_variance(truth[36:]).mean())
     loose = M.grey_collapse(frames[:40], truth, window=4, aligned=False)
     assert loose["reference_variance"] == pytest.approx(M.colour_variance(truth).mean())
+    assert loose["model_per_frame"] == pytest.approx(M.colour_variance(frames[:40]).tolist())  # the plots' curves
+    assert len(loose["reference_per_frame"]) == len(truth)
 
 
 def test_codebook_diversity_per_second():
