@@ -383,3 +383,11 @@ def test_evaluate_cli_writes_its_report_with_reconstructions_and_code_metrics(vi
     assert report["frames"] == 8 and np.isfinite(report["psnr_db"])
     assert {"codes/idempotence", "codes/follow_1px"} <= set(report)
     assert (tmp_path / "eval" / "report.json").is_file() and (tmp_path / "eval" / "reconstructions.png").is_file()
+
+
+def test_evaluate_default_output_stays_out_of_the_shipped_checkpoints_folder(tmp_path):
+    from vq_vae import evaluate as vq_evaluate
+
+    assert vq_evaluate.default_out(tmp_path / "run" / "vqvae.pt") == tmp_path / "run" / "eval"
+    shipped = vq_evaluate.SHIPPED_DIR / "blockworld_laptop" / "vqvae.pt"
+    assert vq_evaluate.default_out(shipped) == Path("runs/vq_eval/blockworld_laptop")

@@ -44,7 +44,8 @@ class VQEvalConfig:
     data: tuple[str, ...] = ()
     """Held-out folders (or mp4 files); every *.mp4 below them is used. `--data A B`."""
     out: str = ""
-    """Folder for report.json and reconstructions.png (default: <checkpoint folder>/eval)."""
+    """Folder for report.json and reconstructions.png (default: <checkpoint folder>/eval, or for a checkpoint
+    under checkpoints/, which the repo ships, runs/vq_eval/<its folder name>)."""
     frames: int = 512
     """Frames to evaluate, spread evenly over the videos."""
     batch_size: int = 64
@@ -61,6 +62,19 @@ class VQEvalConfig:
     """Where to run."""
     cpu_threads: int = 0
     """torch CPU threads (0: torch's default)."""
+
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+"""The repo's checkpoints/ folder, whose shipped files a default output must not land beside."""
+
+
+def default_out(vqvae: Path) -> Path:
+    """<checkpoint folder>/eval, except for a checkpoint under the repo's checkpoints/ (runs/vq_eval/<folder>),
+    so evaluating the shipped tokenizer leaves the committed folder as it is."""
+    folder = vqvae.resolve().parent
+    if folder == SHIPPED_DIR or SHIPPED_DIR in folder.parents:
+        return Path("runs/vq_eval") / folder.name
+    return vqvae.parent / "eval"
 
 
 def evaluate(cfg: VQEvalConfig) -> dict[str, Any]:
@@ -94,7 +108,7 @@ def evaluate(cfg: VQEvalConfig) -> dict[str, Any]:
         "skipped_videos": [{"path": p, "reason": r} for p, r in bad],
         "config": config_mod.to_dict(cfg),
     }
-    out = Path(cfg.out) if cfg.out else Path(cfg.vqvae).parent / "eval"
+    out = Path(cfg.out) if cfg.out else default_out(Path(cfg.vqvae))
     pick = np.linspace(0, len(frames) - 1, min(cfg.grid_frames, len(frames))).astype(int)
     write_png(out / "reconstructions.png", recon_grid(frames[pick], recs[pick]))
     ckpt_io.atomic_write_json(out / "report.json", report)
