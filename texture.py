@@ -75,7 +75,7 @@ class Anchor:
     """Keeps the prior's draw near the code the warp put there (the anchor): each code c is weighed by
     exp(-|e_c - e_a|^2 / (width * s)), with e the VQ-VAE's code vectors, a the anchor and s the median
     squared distance from a code to its nearest other code. The prior knows the training worlds' textures;
-    on a world it never saw (snow, where it learnt grass and sand) its draw alone puts sand into snow, and
+    on a world unlike them (the held-out seed's snow fields) its draw alone puts beige specks into snow, and
     the anchor keeps the drawn texture among codes that look like what was there."""
 
     def __init__(self, codebook: torch.Tensor, width: float) -> None:
