@@ -611,7 +611,6 @@ def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None
             raise ValueError("--model is required")
         bundle = load_bundle(cfg.model, cfg.vqvae or None, cfg.device)
     out = Path(cfg.out) if cfg.out else Path("runs/eval") / Path(cfg.model or "model").stem
-    out.mkdir(parents=True, exist_ok=True)
     meta = read_meta(root)
     notes: list[str] = []
     check_compatible(shards_side(meta, root), vqvae_side(bundle.vqvae, bundle.vqvae_path, bundle.vqvae_identity))
@@ -679,6 +678,7 @@ def evaluate(cfg: EvalConfig, bundle: Any = None, model: Predictor | None = None
     ev.timings["stability_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     plot_fidelity(report["fidelity"], out / "fidelity.png")
     plot_controllability(report["controllability"], out / "controllability.png")
     plot_stability(report["stability"], out / "stability.png")

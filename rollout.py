@@ -56,6 +56,8 @@ class Bundle:
     """model.step, or its torch.compile'd version."""
     decode_fn: Callable[..., Any] = field(repr=False, default=None)  # type: ignore[assignment]
     """vqvae.decode_code, or its torch.compile'd version."""
+    anchors: dict[float, texture.Anchor] = field(repr=False, default_factory=dict)
+    """The fill anchors made for this VQ-VAE's codebook, by width (fill_anchor), so each rollout reuses one."""
 
     def __post_init__(self) -> None:
         self.step_fn = self.step_fn or self.model.step
@@ -208,11 +210,14 @@ def draw_tokens(model: Any, logits: torch.Tensor, state: Any, sampling: Sampling
 
 
 def fill_anchor(bundle: Bundle, sampling: Sampling) -> texture.Anchor | None:
-    """The texture.Anchor over the bundle's VQ-VAE codebook that `sampling` asks for, or None (no fill, no
-    anchor, or a model without a texture prior)."""
+    """The texture.Anchor over the bundle's VQ-VAE codebook that `sampling` asks for (made once per bundle
+    and width: its scale needs every code's nearest neighbour), or None (no fill, no anchor, or a model
+    without a texture prior)."""
     if not (sampling.fill and sampling.fill_anchor > 0 and getattr(bundle.model, "texture", None) is not None):
         return None
-    return texture.Anchor(bundle.vqvae.codebook, sampling.fill_anchor)
+    if sampling.fill_anchor not in bundle.anchors:
+        bundle.anchors[sampling.fill_anchor] = texture.Anchor(bundle.vqvae.codebook, sampling.fill_anchor)
+    return bundle.anchors[sampling.fill_anchor]
 
 
 def sample_tokens(logits: torch.Tensor, mode: str = "greedy", temperature: float = 1.0, top_k: int = 0,
