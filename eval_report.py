@@ -155,13 +155,16 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         md += [f"The first {cf['frames']} frames of each named action script (action_scripts.py, at its natural 6 s length) "
                f"from the same start state, through the oracle and through the model; truth = {cf['truth']}. "
                f"PSNR/LPIPS are means over the frames; the ratio is the model's pixel response over the "
-               f"oracle's (as in the controllability table).", "", "![counterfactuals](counterfactuals.png)", ""]
+               f"oracle's (as in the controllability table). The tokenizer's ratio is the same measure on the "
+               f"oracle's frames encoded and decoded by the VQ-VAE: what a model that predicted the oracle's "
+               f"tokens exactly would score.", "", "![counterfactuals](counterfactuals.png)", ""]
         md.append(_table(["preset", "PSNR model", "PSNR no-op actions", "PSNR copy", "PSNR changed: model",
                           "PSNR changed: copy", "LPIPS model", "LPIPS no-op actions", "LPIPS copy", "response",
-                          "ratio: model / oracle"],
+                          "ratio: model / oracle", "ratio: tokenizer / oracle"],
                          [[k, v["psnr"], v["noop_actions_psnr"], v["copy_psnr"], v["psnr_changed"],
                            v["copy_psnr_changed"], v["lpips"], v["noop_actions_lpips"], v["copy_lpips"],
-                           v["response"] or "-", v["ratio"]] for k, v in cf["summary"].items()]))
+                           v["response"] or "-", v["ratio"], v.get("tokenizer_ratio")]
+                          for k, v in cf["summary"].items()]))
         if cf.get("tokenizer_codes"):
             c = cf["tokenizer_codes"]
             md += ["", "Tokenizer codes on the oracle's frames of these presets (definitions: vq_vae/README.md): "
@@ -459,6 +462,8 @@ def summary_of(report: dict[str, Any]) -> dict[str, Any]:
         for preset, v in cf["summary"].items():
             if v["response"] not in (None, "noop"):
                 s[f"counterfactual {v['response']} ratio ({preset})"] = v["ratio"]
+                s[f"counterfactual {v['response']} ratio of the tokenizer's truth ({preset})"] = v.get(
+                    "tokenizer_ratio")
     st = report.get("stability")
     if st:
         for k, label in (("diversity", "no code collapse or shimmer"), ("grey", "no grey collapse"),

@@ -463,11 +463,12 @@ class Evaluation:
             for i, name in enumerate(presets):
                 # The oracle's motion is measured on its own rendering: the tokenizer's fixed-pattern
                 # artefacts stay put on the screen and pull a phase correlation of mostly-sky views to zero.
-                seq_o = np.concatenate([st.frame[None], oracle_raw[i]])[None]
-                seq_m = np.concatenate([last[None], model_f[i]])[None]
-                ro = M.responses(M.pixel_measures(seq_o, acts[i:i + 1]), acts[i:i + 1])
-                rm = M.responses(M.pixel_measures(seq_m, acts[i:i + 1]), acts[i:i + 1])
                 key = _primary_response(name)
+                ro = _preset_response(st.frame, oracle_raw[i], acts[i], key)
+                rm = _preset_response(last, model_f[i], acts[i], key)
+                # The same measure on the oracle's frames as the tokenizer draws them: the ratio of a model
+                # that predicted the oracle's tokens exactly (whole-token codes move less than the picture).
+                rt = _preset_response(last, oracle_f[i], acts[i], key)
                 rows[name] = {"psnr": float(np.mean(mm["psnr"][i])), "ssim": float(np.mean(mm["ssim"][i])),
                               "psnr_changed": M.nanmean(mm["psnr_changed"][i]),
                               "copy_psnr_changed": M.nanmean(cm["psnr_changed"][i]),
@@ -476,8 +477,10 @@ class Evaluation:
                               "copy_lpips": float(np.mean(cm["lpips"][i])) if "lpips" in cm else None,
                               "noop_actions_psnr": float(np.mean(im["psnr"][i])),
                               "noop_actions_lpips": float(np.mean(im["lpips"][i])) if "lpips" in im else None,
-                              "response": key, "oracle_response": ro[key], "model_response": rm[key],
-                              "ratio": M.ratio(rm[key], ro[key], M.RESPONSE_FLOORS[key])}
+                              "response": key, "oracle_response": ro, "model_response": rm,
+                              "tokenizer_response": rt,
+                              "ratio": M.ratio(rm, ro, M.RESPONSE_FLOORS[key]),
+                              "tokenizer_ratio": M.ratio(rt, ro, M.RESPONSE_FLOORS[key])}
             per_start.append({"start": st.name, "presets": rows})
             drawn.append(CounterfactualFrames(st.name, presets, oracle_f, model_f))
         summary = {}
@@ -485,7 +488,8 @@ class Evaluation:
             vals = [s["presets"][name] for s in per_start]
             summary[name] = {k: M.nanmean([v[k] for v in vals]) for k in
                              ("psnr", "ssim", "lpips", "copy_psnr", "copy_lpips", "noop_actions_psnr",
-                              "noop_actions_lpips", "psnr_changed", "copy_psnr_changed", "ratio")}
+                              "noop_actions_lpips", "psnr_changed", "copy_psnr_changed", "ratio",
+                              "tokenizer_ratio")}
             summary[name]["response"] = vals[0]["response"] if vals else None
         from vq_vae.stability import code_metrics
 
@@ -545,6 +549,13 @@ def _primary_response(preset: str) -> str:
         if part in preset:
             return key
     return "noop"
+
+
+def _preset_response(first: np.ndarray, frames: np.ndarray, actions: np.ndarray, key: str) -> float:
+    """The `key` response (metrics.responses) of one preset's frames [N, H, W, 3] after `first` [H, W, 3]
+    under its raw actions [N, 9]."""
+    seq = np.concatenate([first[None], frames])[None]  # [1, N+1, H, W, 3]
+    return M.responses(M.pixel_measures(seq, actions[None]), actions[None])[key]
 
 
 def _judge_row(pred: dict[str, np.ndarray], raw: np.ndarray, judge: Any) -> dict[str, Any]:

@@ -246,7 +246,7 @@ def test_stability_checks_catch_collapse_flashing_and_drift():
 
 def test_diversity_judges_collapse_per_frame_and_shimmer_per_second():
     rng = np.random.default_rng(1)
-    n, fps = 64, 16
+    n = 64
     pictures = rng.integers(0, 200, (4, 6, 6))  # four distinct pictures of up to 36 codes each
     truth = pictures[np.arange(n) % 4]  # the truth re-codes its one picture every frame
     frames = rng.random((n, 8, 8, 3))
@@ -484,3 +484,47 @@ def test_bench_table_shows_the_headline_figures_when_a_script_gives_them():
     assert "videos" not in row and "decode_fps" not in row
     del rec["result"]["headline"]
     assert "config.videos 4" in run_all.table([rec]).splitlines()[-1]
+
+
+def test_a_model_of_the_oracles_exact_tokens_scores_the_tokenizers_ratios(tiny_setup, tmp_path):
+    """The counterfactuals' tokenizer columns measure the oracle's frames as the VQ-VAE draws them, from the
+    same first frame as the model's: a "model" that returns the oracle's own tokens gets exactly those
+    responses, and copying the last frame does not."""
+    from rollout import encode_frames, load_bundle
+
+    wm, _, shards, bw = tiny_setup
+    bundle = load_bundle(wm, device="cpu")
+    files = EI.heldout_files(shards, bundle.meta)[0]
+
+    def encode(frames: np.ndarray) -> np.ndarray:
+        return encode_frames(bundle, frames).numpy()
+
+    starts = EI.blockworld_starts(shards, files, str(bw), 3, 8, encode, bundle.frame_size)[0]
+    by_ctx = {st.tokens.tobytes(): st for st in starts}
+
+    class OracleTokens(EI.Predictor):
+        def rollout(self, ctx, ctx_a, fut):
+            if ctx[0].tobytes() not in by_ctx:
+                return EI.CopyPredictor().rollout(ctx, ctx_a, fut)
+            # One encode call for every row, in evaluate.py's batches: a batch of another size can flip a
+            # near-tie between two codes.
+            frames = np.stack([by_ctx[c.tobytes()].oracle(a) for c, a in zip(ctx, fut)])  # [B, N, H, W, 3]
+            return EI.Rolled(encode(frames.reshape((-1,) + frames.shape[2:])).reshape(fut.shape[:2] + ctx.shape[2:]))
+
+        def teacher_forced(self, tokens, actions, first):
+            return tokens[:, first:-1].copy()
+
+    cfg = E.EvalConfig(model=str(wm), data=str(shards), source_data=str(bw), out=str(tmp_path), quick=True,
+                       context=3, counterfactual_frames=6, stability_seconds=1, judge_steps=3, videos=0,
+                       lpips=False, device="cpu")
+    exact = E.evaluate(cfg, bundle=bundle, model=OracleTokens())["counterfactuals"]["per_start"]
+    copy = E.evaluate(cfg, bundle=bundle, model=EI.CopyPredictor())["counterfactuals"]["per_start"]
+    assert exact and len(exact) == len(copy)
+    for start in exact:
+        for name, row in start["presets"].items():
+            assert row["model_response"] == pytest.approx(row["tokenizer_response"], nan_ok=True), name
+            assert (row["ratio"] is None) == (row["tokenizer_ratio"] is None), name
+            assert row["ratio"] is None or row["ratio"] == pytest.approx(row["tokenizer_ratio"]), name
+    # The tiny decoder's frames are nearly flat, but looking up and down still moves the oracle's.
+    assert any(r["model_response"] != pytest.approx(r["tokenizer_response"], nan_ok=True)
+               for start in copy for r in start["presets"].values())
