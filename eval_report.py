@@ -157,7 +157,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                f"PSNR/LPIPS are means over the frames; the ratio is the model's pixel response over the "
                f"oracle's (as in the controllability table). The tokenizer's ratio is the same measure on the "
                f"oracle's frames encoded and decoded by the VQ-VAE: what a model that predicted the oracle's "
-               f"tokens exactly would score.", "", "![counterfactuals](counterfactuals.png)", ""]
+               f"tokens exactly would score (not a ceiling: the decoder's screen-fixed pattern reads as less "
+               f"motion than its content makes, and a whole-token warp moves the pattern too).", "",
+               "![counterfactuals](counterfactuals.png)", ""]
         md.append(_table(["preset", "PSNR model", "PSNR no-op actions", "PSNR copy", "PSNR changed: model",
                           "PSNR changed: copy", "LPIPS model", "LPIPS no-op actions", "LPIPS copy", "response",
                           "ratio: model / oracle", "ratio: tokenizer / oracle"],
