@@ -161,6 +161,13 @@ def shift_following(tokenizer: Any, frames: np.ndarray, shifts: Sequence[int] = 
     them: on the block world, the laptop tokenizer scored 0 at 1 px that way while its content moved 1 px."""
     h, w = frames.shape[1:3]
     inner = (slice(None), slice(margin, h - margin), slice(margin, w - margin))
+    moved: dict[tuple[int, int], np.ndarray] = {}  # every shift s compares against the same moved inputs
+
+    def moved_inner(axis: int, k: int) -> np.ndarray:
+        if (axis, k) not in moved:
+            moved[axis, k] = shift_px(frames, *((k, 0) if axis == 0 else (0, k))).astype(np.int16)[inner]
+        return moved[axis, k]
+
     out = {}
     for s in shifts:
         ratios = []
@@ -168,8 +175,7 @@ def shift_following(tokenizer: Any, frames: np.ndarray, shifts: Sequence[int] = 
             rec, _ = reconstruct(tokenizer, shift_px(frames, *((s, 0) if axis == 0 else (0, s))), batch_size)
             rec = rec.astype(np.int16)[inner]
             ks = np.arange(-1, s + 3)
-            err = np.array([np.abs(rec - shift_px(frames, *((k, 0) if axis == 0 else (0, k))).astype(np.int16)[inner])
-                            .mean() for k in ks])
+            err = np.array([np.abs(rec - moved_inner(axis, k)).mean() for k in ks])
             i = int(np.clip(err.argmin(), 1, len(ks) - 2))
             curv = err[i - 1] - 2 * err[i] + err[i + 1]
             vertex = 0.5 * (err[i - 1] - err[i + 1]) / curv if curv > 0 else 0.0
