@@ -509,7 +509,8 @@ def test_a_model_of_the_oracles_exact_tokens_scores_the_tokenizers_ratios(tiny_s
             # One encode call for every row, in evaluate.py's batches: a batch of another size can flip a
             # near-tie between two codes.
             frames = np.stack([by_ctx[c.tobytes()].oracle(a) for c, a in zip(ctx, fut)])  # [B, N, H, W, 3]
-            return EI.Rolled(encode(frames.reshape((-1,) + frames.shape[2:])).reshape(fut.shape[:2] + ctx.shape[2:]))
+            tokens = encode(frames.reshape((-1,) + frames.shape[2:]))  # [B*N, H, W, 3] -> [B*N, h, w]
+            return EI.Rolled(tokens.reshape(fut.shape[:2] + ctx.shape[2:]))  # [B, N, h, w]
 
         def teacher_forced(self, tokens, actions, first):
             return tokens[:, first:-1].copy()
