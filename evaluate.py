@@ -325,7 +325,7 @@ class Evaluation:
         self.cfg = cfg
         self.bundle = bundle
         self.device = bundle.device
-        self.sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill, cfg.fill_anchor)
+        self.sampling = Sampling.of(cfg)
         self.model = model or ModelPredictor(bundle, self.sampling, cfg.batch_size, cfg.subtoken)
         self.model.name = "model"
         self.predictors: dict[str, Predictor] = {

@@ -113,7 +113,7 @@ def run(cfg: InferenceConfig) -> dict:
     out = Path(cfg.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must end in .mp4, got {out}")
-    sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill, cfg.fill_anchor)
+    sampling = Sampling.of(cfg)
     if cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
     bundle = load_bundle(model, cfg.vqvae or None, cfg.device, cfg.compile)

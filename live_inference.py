@@ -312,7 +312,7 @@ class LiveSession:
             raise ValueError(f"cannot open a window ({e}); on a machine without a display use --headless") from e
         pygame.display.set_caption("Ochre - live world model (Esc frees the mouse, H HUD)")
         self.font = pygame.font.Font(None, 3 * cfg.scale + 4)
-        sampling = Sampling(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill, cfg.fill_anchor)
+        sampling = Sampling.of(cfg)
         self.rollout = Rollout(bundle, sampling, subtoken=cfg.subtoken)
         self.rollout.warmup(context.tokens, context.actions)
         self.context = context

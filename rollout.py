@@ -188,6 +188,12 @@ class Sampling:
         if not self.fill_anchor >= 0:
             raise ValueError(f"fill_anchor must be >= 0 (0 = no anchor), got {self.fill_anchor}")
 
+    @classmethod
+    def of(cls, cfg: Any) -> "Sampling":
+        """The sampling a script's config asks for (its `sampling`, `temperature`, `top_k`, `seed`, `fill` and
+        `fill_anchor` options: evaluate.py, inference.py and live_inference.py name them alike)."""
+        return cls(cfg.sampling, cfg.temperature, cfg.top_k, cfg.seed, cfg.fill, cfg.fill_anchor)
+
     def generator(self, device: torch.device) -> torch.Generator:
         g = torch.Generator(device=device)
         g.manual_seed(self.seed)
